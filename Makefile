@@ -1,0 +1,47 @@
+# Everything a fresh machine needs comes from here: `make test` and `make demo` set up
+# the venv, Debian packages and the Go-built binaries first (each step is cached).
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: setup debs toolchain test lint format demo up down status clean
+
+setup: debs $(STAMP) toolchain
+
+debs:
+	@hack/debian-packages.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	@rm -f $(VENV)/.installed-*
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+toolchain: $(STAMP)
+	$(BIN)/haven-localcluster build
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/haven-localcluster demo
+
+up: setup
+	$(BIN)/haven-localcluster up
+
+down status: $(STAMP)
+	$(BIN)/haven-localcluster $@
+
+clean:
+	-$(BIN)/haven-localcluster down --purge
+	rm -rf $(VENV)

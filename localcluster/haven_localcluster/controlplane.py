@@ -1,0 +1,205 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager
+and kube-scheduler, in the spirit of Kubernetes' own hack/local-up-cluster.sh."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import pki as pki_mod
+from . import toolchain
+from .process import Proc, free_port, spawn, stop, wait_http
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: first address of SERVICE_CIDR
+LOOPBACK = "127.0.0.1"
+
+
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, cert: Path, key: Path, user: str = "admin"
+) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class ControlPlane:
+    """The control plane's processes, files and addresses, all under `state_dir`."""
+
+    state_dir: Path
+    detach: bool = False  # True: processes outlive this Python process (`up`)
+    procs: list[Proc] = field(default_factory=list)
+    apiserver_port: int = 0
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def pki(self) -> pki_mod.Pki:
+        return pki_mod.Pki(self.state_dir / "pki")
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://{LOOPBACK}:{self.apiserver_port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
+        return ctx
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        proc = spawn(name, argv, self.log_dir, detach=self.detach)
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> dict[str, float]:
+        """Start every component and wait until each is healthy. Returns start-up timings."""
+        bins = toolchain.ensure(
+            ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+        )
+        t0 = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        pki = pki_mod.create(self.state_dir / "pki", SERVICE_IP)
+        timings: dict[str, float] = {}
+        try:
+            etcd_port, peer_port = free_port(), free_port()
+            etcd_url = f"http://{LOOPBACK}:{etcd_port}"
+            etcd = self._spawn(
+                "etcd",
+                [
+                    str(bins["etcd"]),
+                    "--name=local",
+                    f"--data-dir={self.state_dir / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls=http://{LOOPBACK}:{peer_port}",
+                    f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer_port}",
+                    f"--initial-cluster=local=http://{LOOPBACK}:{peer_port}",
+                    "--unsafe-no-fsync",  # a throwaway test cluster: speed over durability
+                    "--log-level=warn",
+                ],
+            )
+            wait_http(f"{etcd_url}/health", etcd, timeout=30)
+            timings["etcd"] = time.monotonic() - t0
+
+            self.apiserver_port = free_port()
+            apiserver = self._spawn(
+                "kube-apiserver",
+                [
+                    str(bins["kube-apiserver"]),
+                    f"--etcd-servers={etcd_url}",
+                    f"--bind-address={LOOPBACK}",
+                    f"--secure-port={self.apiserver_port}",
+                    f"--tls-cert-file={pki.path('apiserver.crt')}",
+                    f"--tls-private-key-file={pki.path('apiserver.key')}",
+                    f"--client-ca-file={pki.ca_cert}",
+                    f"--service-account-key-file={pki.path('sa.pub')}",
+                    f"--service-account-signing-key-file={pki.path('sa.key')}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--authorization-mode=Node,RBAC",
+                    "--allow-privileged=true",
+                    # Endpoints may not hold a loopback address; the node sets a real one.
+                    "--endpoint-reconciler-type=none",
+                    "--profiling=false",
+                ],
+            )
+            write_kubeconfig(
+                self.kubeconfig,
+                self.server,
+                pki.ca_cert,
+                pki.path("admin.crt"),
+                pki.path("admin.key"),
+            )
+            wait_http(
+                f"{self.server}/readyz", apiserver, timeout=90, ssl_context=self.ssl_context()
+            )
+            timings["kube-apiserver"] = time.monotonic() - t0
+
+            insecure = ssl.create_default_context()
+            insecure.check_hostname = False
+            insecure.verify_mode = ssl.CERT_NONE  # their serving certs are self-signed
+            components = []
+            for name, stem, extra in (
+                (
+                    "kube-controller-manager",
+                    "controller-manager",
+                    [
+                        f"--service-account-private-key-file={pki.path('sa.key')}",
+                        f"--root-ca-file={pki.ca_cert}",
+                        f"--cluster-signing-cert-file={pki.ca_cert}",
+                        f"--cluster-signing-key-file={pki.path('ca.key')}",
+                        f"--service-cluster-ip-range={SERVICE_CIDR}",
+                        "--use-service-account-credentials=true",
+                    ],
+                ),
+                ("kube-scheduler", "scheduler", []),
+            ):
+                kubeconfig = write_kubeconfig(
+                    self.state_dir / f"{stem}.kubeconfig",
+                    self.server,
+                    pki.ca_cert,
+                    pki.path(f"{stem}.crt"),
+                    pki.path(f"{stem}.key"),
+                    user=stem,
+                )
+                port = free_port()
+                proc = self._spawn(
+                    name,
+                    [
+                        str(bins[name]),
+                        f"--kubeconfig={kubeconfig}",
+                        f"--authentication-kubeconfig={kubeconfig}",
+                        f"--authorization-kubeconfig={kubeconfig}",
+                        f"--bind-address={LOOPBACK}",
+                        f"--secure-port={port}",
+                        "--leader-elect=false",
+                        *extra,
+                    ],
+                )
+                components.append((proc, f"https://{LOOPBACK}:{port}/healthz"))
+            for proc, url in components:
+                wait_http(url, proc, timeout=60, ssl_context=insecure)
+                timings[proc.name] = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+        return timings
+
+    def stop(self) -> None:
+        # Reverse order: clients first, etcd last.
+        stop(list(reversed(self.procs)))
+        self.procs.clear()
+
+    def healthy(self) -> bool:
+        if not self.procs or not all(p.alive() for p in self.procs):
+            return False
+        try:
+            wait_http(
+                f"{self.server}/readyz", self.procs[1], timeout=3, ssl_context=self.ssl_context()
+            )
+        except (TimeoutError, RuntimeError):
+            return False
+        return True

@@ -1,0 +1,146 @@
+"""Starting, watching and stopping the local cluster's server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port_range(size: int) -> int:
+    """First port of `size` consecutive UDP ports free on 127.0.0.1."""
+    for _ in range(50):
+        start = free_port()
+        socks = []
+        try:
+            for port in range(start, start + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {size} consecutive free UDP ports")
+
+
+def _die_with_parent() -> None:
+    # The child gets SIGTERM when the process that started it dies, even by SIGKILL.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    argv: list[str]
+    log: Path
+    popen: subprocess.Popen | None = None
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            return False
+        return cmdline.decode() == self.argv[0]  # the pid was not reused by another program
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    *,
+    detach: bool = False,
+    env: dict[str, str] | None = None,
+) -> Proc:
+    """Start `argv` with output to `<log_dir>/<name>.log`.
+
+    A detached process outlives this one (for `up`); otherwise it dies with it.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop them
+            preexec_fn=None if detach else _die_with_parent,
+            env={**os.environ, **(env or {})},
+        )
+    return Proc(name, popen.pid, list(argv), log, popen)
+
+
+def stop(procs: Sequence[Proc], timeout: float = 10) -> None:
+    """SIGTERM each process (in the given order), then SIGKILL what remains after `timeout`."""
+    for proc in procs:
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        while proc.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if proc.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
+
+
+def wait_http(
+    url: str,
+    proc: Proc,
+    *,
+    timeout: float = 60,
+    ssl_context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Poll `url` until it answers 200; fail early with the log tail if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited while starting:\n{proc.log_tail()}")
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2, context=ssl_context) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise TimeoutError(
+        f"{proc.name} not ready at {url} after {timeout}s ({last}):\n{proc.log_tail()}"
+    )

@@ -1,0 +1,130 @@
+"""A synthetic LiveKit publisher: joins a room with the `livekit` SDK and publishes the test
+signal (see testsignal) in real time until stopped.
+
+    python -m haven_localcluster.publisher --url ws://127.0.0.1:7880 --room demo \
+        --api-key devkey --api-secret ...
+
+Frame n is captured at wall time t0 + n / FPS, where t0 is published as the participant
+attribute `haven.t0`; a receiver that decodes n gets its end-to-end latency from that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+
+from livekit import api, rtc
+
+from . import testsignal as ts
+
+log = logging.getLogger("haven.publisher")
+
+
+def token(api_key: str, api_secret: str, room: str, identity: str, *, publish: bool) -> str:
+    grants = api.VideoGrants(
+        room_join=True, room=room, can_publish=publish, can_subscribe=not publish
+    )
+    return (
+        api.AccessToken(api_key, api_secret)
+        .with_identity(identity)
+        .with_name(identity)
+        .with_grants(grants)
+        .to_jwt()
+    )
+
+
+async def _video_loop(source: rtc.VideoSource, t0: float, stop: asyncio.Event) -> None:
+    pattern = ts.VideoPattern()
+    n = 0
+    while not stop.is_set():
+        due = t0 + n / ts.FPS
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -1:  # fell far behind (a stalled machine): skip ahead, keep the clock
+            n = int((time.time() - t0) * ts.FPS)
+            continue
+        frame = rtc.VideoFrame(ts.WIDTH, ts.HEIGHT, rtc.VideoBufferType.I420, pattern.i420(n))
+        source.capture_frame(frame, timestamp_us=int(due * 1e6))
+        n += 1
+        if n % (ts.FPS * 10) == 0:
+            log.info("published %d video frames", n)
+
+
+async def _audio_loop(source: rtc.AudioSource, t0: float, stop: asyncio.Event) -> None:
+    sample = 0
+    while not stop.is_set():
+        due = t0 + sample / ts.SAMPLE_RATE
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -1:
+            sample = int((time.time() - t0) * ts.SAMPLE_RATE)
+            continue
+        data = ts.audio_samples(sample)
+        frame = rtc.AudioFrame(data.tobytes(), ts.SAMPLE_RATE, ts.CHANNELS, len(data))
+        await source.capture_frame(frame)
+        sample += len(data)
+
+
+async def publish(url: str, access_token: str, stop: asyncio.Event) -> None:
+    room = rtc.Room()
+    await room.connect(url, access_token)
+    log.info("joined room %s as %s", room.name, room.local_participant.identity)
+    video = rtc.VideoSource(ts.WIDTH, ts.HEIGHT)
+    audio = rtc.AudioSource(ts.SAMPLE_RATE, ts.CHANNELS, queue_size_ms=100)
+    video_track = rtc.LocalVideoTrack.create_video_track("test-pattern", video)
+    audio_track = rtc.LocalAudioTrack.create_audio_track("test-tone", audio)
+    video_opts = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA,
+        simulcast=False,
+        video_encoding=rtc.VideoEncoding(max_framerate=ts.FPS, max_bitrate=3_000_000),
+    )
+    await room.local_participant.publish_track(video_track, video_opts)
+    await room.local_participant.publish_track(
+        audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    t0 = time.time() + 0.2
+    await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
+    log.info(
+        "publishing %dx%d@%d video and %d Hz audio", ts.WIDTH, ts.HEIGHT, ts.FPS, ts.SAMPLE_RATE
+    )
+    try:
+        await asyncio.gather(_video_loop(video, t0, stop), _audio_loop(audio, t0, stop))
+    finally:
+        await room.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True, help="LiveKit server URL, ws://...")
+    parser.add_argument("--room", default="demo")
+    parser.add_argument("--identity", default="synthetic-publisher")
+    parser.add_argument("--api-key", help="mint a token with this key and secret")
+    parser.add_argument("--api-secret")
+    parser.add_argument("--token", help="join with this token instead")
+    parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until stopped")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    access = args.token or token(
+        args.api_key, args.api_secret, args.room, args.identity, publish=True
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        await publish(args.url, access, stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

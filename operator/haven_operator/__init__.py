@@ -1,0 +1,1 @@
+"""Haven Stream Operator: the kopf operator for LiveStream and Recording resources."""

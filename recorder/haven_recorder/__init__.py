@@ -1,0 +1,1 @@
+"""Haven stream pod: one LiveKit connection fanned out to viewers and recorders."""

@@ -1,0 +1,107 @@
+"""Shared fixtures: one real control plane and one livekit-server per test session, a fresh
+namespace per test, and a synthetic publisher per test that asks for one."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from haven_localcluster import toolchain
+from haven_localcluster.controlplane import ControlPlane
+from haven_localcluster.livekit import LiveKitServer
+from haven_localcluster.process import Proc, spawn, stop
+
+Kubectl = Callable[..., subprocess.CompletedProcess]
+
+
+def report(config: pytest.Config, line: str) -> None:
+    """Print past pytest's output capture."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ControlPlane]:
+    cp = ControlPlane(tmp_path_factory.mktemp("cluster"))
+    timings = cp.start()
+    report(
+        pytestconfig,
+        f"[cluster] /readyz after {timings['kube-apiserver']:.1f}s; "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        + f"; logs in {cp.log_dir}",
+    )
+    yield cp
+    cp.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: ControlPlane) -> Kubectl:
+    binary = str(toolchain.ensure(["kubectl"])["kubectl"])
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [binary, f"--kubeconfig={cluster.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: ControlPlane) -> kubernetes.client.ApiClient:
+    return kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture
+def namespace(
+    api_client: kubernetes.client.ApiClient, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{slug}-{uuid.uuid4().hex[:5]}"
+    core = kubernetes.client.CoreV1Api(api_client)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def livekit_server(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[LiveKitServer]:
+    server = LiveKitServer(tmp_path_factory.mktemp("livekit"))
+    server.start()
+    report(pytestconfig, f"[livekit] {server.url}; log in {server.state_dir / 'logs'}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def publisher(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[str]:
+    """A synthetic publisher in a room of its own; yields the room name."""
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    argv = [
+        sys.executable, "-m", "haven_localcluster.publisher", "--url", livekit_server.url,
+        "--room", room, "--api-key", livekit_server.api_key,
+        "--api-secret", livekit_server.api_secret,
+    ]  # fmt: skip
+    proc: Proc = spawn("publisher", argv, tmp_path)
+    yield room
+    stop([proc])
