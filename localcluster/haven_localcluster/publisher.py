@@ -25,7 +25,11 @@ log = logging.getLogger("haven.publisher")
 
 def token(api_key: str, api_secret: str, room: str, identity: str, *, publish: bool) -> str:
     grants = api.VideoGrants(
-        room_join=True, room=room, can_publish=publish, can_subscribe=not publish
+        room_join=True,
+        room=room,
+        can_publish=publish,
+        can_subscribe=not publish,
+        can_update_own_metadata=publish,  # the publisher announces haven.t0
     )
     return (
         api.AccessToken(api_key, api_secret)
@@ -55,15 +59,12 @@ async def _video_loop(source: rtc.VideoSource, t0: float, stop: asyncio.Event) -
 
 
 async def _audio_loop(source: rtc.AudioSource, t0: float, stop: asyncio.Event) -> None:
+    # The source plays its queue out in real time and `capture_frame` waits while the queue
+    # is full, so the source's own clock paces this loop: sample s plays at t0 + s / rate,
+    # with no latency piling up when this process is briefly late.
+    await asyncio.sleep(max(0.0, t0 - time.time()))
     sample = 0
     while not stop.is_set():
-        due = t0 + sample / ts.SAMPLE_RATE
-        delay = due - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -1:
-            sample = int((time.time() - t0) * ts.SAMPLE_RATE)
-            continue
         data = ts.audio_samples(sample)
         frame = rtc.AudioFrame(data.tobytes(), ts.SAMPLE_RATE, ts.CHANNELS, len(data))
         await source.capture_frame(frame)
@@ -74,8 +75,11 @@ async def publish(url: str, access_token: str, stop: asyncio.Event) -> None:
     room = rtc.Room()
     await room.connect(url, access_token)
     log.info("joined room %s as %s", room.name, room.local_participant.identity)
+    # t0 is announced before the tracks exist, so every subscriber can read it.
+    t0 = time.time() + 0.5
+    await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
     video = rtc.VideoSource(ts.WIDTH, ts.HEIGHT)
-    audio = rtc.AudioSource(ts.SAMPLE_RATE, ts.CHANNELS, queue_size_ms=100)
+    audio = rtc.AudioSource(ts.SAMPLE_RATE, ts.CHANNELS, queue_size_ms=50)
     video_track = rtc.LocalVideoTrack.create_video_track("test-pattern", video)
     audio_track = rtc.LocalAudioTrack.create_audio_track("test-tone", audio)
     video_opts = rtc.TrackPublishOptions(
@@ -87,8 +91,6 @@ async def publish(url: str, access_token: str, stop: asyncio.Event) -> None:
     await room.local_participant.publish_track(
         audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     )
-    t0 = time.time() + 0.2
-    await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
     log.info(
         "publishing %dx%d@%d video and %d Hz audio", ts.WIDTH, ts.HEIGHT, ts.FPS, ts.SAMPLE_RATE
     )

@@ -76,4 +76,6 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
     assert len(onsets) >= 2, onsets
     period = ts.FLASH_EVERY / ts.FPS
     gaps = np.diff(onsets)
-    assert np.all(np.abs(gaps - period) < 0.05), gaps
+    # Counted in received samples: the receiver's jitter buffer (NetEq) stretches or shrinks
+    # audio by some tens of ms as it adapts, so the period holds to within 0.1 s.
+    assert np.all(np.abs(gaps - period) < 0.1), gaps

@@ -1,0 +1,87 @@
+"""Decode a recording of the test signal and measure it: codecs, duration, frame counters,
+and the A/V offset between each white flash and its tone burst."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import numpy as np
+
+from . import testsignal as ts
+
+
+@dataclass
+class MediaReport:
+    path: Path
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    width: int = 0
+    height: int = 0
+    video_frames: int = 0
+    first_video: float | None = None
+    last_video: float | None = None
+    audio_seconds: float = 0.0
+    counters: list[int | None] = field(default_factory=list)
+    flashes: list[float] = field(default_factory=list)  # media time of each flash frame
+    tones: list[float] = field(default_factory=list)  # media time of each tone onset
+    error: str | None = None  # set when decoding stopped early (a truncated file)
+
+    @property
+    def duration(self) -> float:
+        if self.first_video is None or self.last_video is None:
+            return 0.0
+        return self.last_video - self.first_video
+
+    def av_offsets(self, max_pair: float = 0.5) -> list[float]:
+        """Tone onset minus flash time, for each flash with a tone within `max_pair` s."""
+        offsets = []
+        for flash in self.flashes:
+            near = [t - flash for t in self.tones if abs(t - flash) <= max_pair]
+            if near:
+                offsets.append(min(near, key=abs))
+        return offsets
+
+
+def analyze(path: Path) -> MediaReport:
+    report = MediaReport(Path(path))
+    samples: list[np.ndarray] = []
+    audio_start: float | None = None
+    try:
+        with av.open(str(path)) as container:
+            vstream = container.streams.video[0] if container.streams.video else None
+            astream = container.streams.audio[0] if container.streams.audio else None
+            if vstream:
+                report.video_codec = vstream.codec_context.name
+            if astream:
+                report.audio_codec = astream.codec_context.name
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=ts.SAMPLE_RATE)
+            streams = [s for s in (vstream, astream) if s is not None]
+            for frame in container.decode(*streams):
+                if isinstance(frame, av.VideoFrame):
+                    t = float(frame.time or 0.0)
+                    luma = frame.to_ndarray(format="gray")
+                    report.width, report.height = frame.width, frame.height
+                    report.video_frames += 1
+                    report.first_video = t if report.first_video is None else report.first_video
+                    report.last_video = t
+                    report.counters.append(ts.decode_counter(luma))
+                    if ts.frame_is_flash(luma):
+                        report.flashes.append(t)
+                else:
+                    for out in resampler.resample(frame):
+                        if audio_start is None:
+                            audio_start = float(out.time or 0.0)
+                        samples.append(out.to_ndarray().reshape(-1))
+    except (av.error.FFmpegError, OSError) as exc:
+        report.error = repr(exc)
+    if samples:
+        pcm = np.concatenate(samples)
+        report.audio_seconds = len(pcm) / ts.SAMPLE_RATE
+        report.tones = [audio_start + t for t in ts.tone_onsets(pcm)]
+    # A flash lasts one frame, but a repeated picture would show it twice: keep the first.
+    report.flashes = [
+        t for i, t in enumerate(report.flashes) if i == 0 or t - report.flashes[i - 1] > 0.5
+    ]
+    return report

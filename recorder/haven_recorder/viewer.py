@@ -1,0 +1,204 @@
+"""The viewer handler: JPEG video and PCM audio for WebSocket viewers.
+
+Each video frame is JPEG-encoded at most once (at `max_fps`, scaled to `max_width`), in a
+worker thread, and the encoded message is shared by every viewer. Each viewer has its own
+small queue that keeps the newest messages: a stalled viewer loses frames, nobody else does.
+
+Messages (JSON text, compatible with the old frontend):
+    {"type": "video_frame", "data": <base64 JPEG>, "timestamp": s, "width": w, "height": h}
+    {"type": "audio_frame", "data": <base64 s16le PCM>, "sample_rate": 48000,
+     "channels": c, "timestamp": s}
+    {"type": "status", "state": ..., "viewers": n, ...}
+Binary mode (`?mode=binary`) sends media as binary messages instead, see `binary_message`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import simplejpeg
+
+from . import metrics
+from .fanout import DropOldestQueue, FanOut
+from .frames import AudioFrame, VideoFrame
+
+log = logging.getLogger("haven.viewer")
+
+VIDEO_KIND, AUDIO_KIND = 1, 2
+# Binary framing: kind (u8), timestamp (f64, seconds), then for video: width, height (u16
+# each) and the JPEG; for audio: sample rate (u32), channels (u8) and s16le PCM. Big-endian.
+_VIDEO_HEADER = struct.Struct(">BdHH")
+_AUDIO_HEADER = struct.Struct(">BdIB")
+AUDIO_CHUNK_SECONDS = 0.04  # audio is batched into 40 ms messages: fewer sends per viewer
+VIEWER_QUEUE = 8
+
+
+def binary_message(kind: int, timestamp: float, payload: bytes, a: int, b: int) -> bytes:
+    header = (_VIDEO_HEADER if kind == VIDEO_KIND else _AUDIO_HEADER).pack(kind, timestamp, a, b)
+    return header + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One media message, encoded once for both modes and shared by every viewer."""
+
+    text: str
+    binary: bytes
+
+
+def scaled_size(width: int, height: int, max_width: int) -> tuple[int, int]:
+    if width <= max_width:
+        return width, height
+    h = round(height * max_width / width)
+    return max_width - max_width % 2, max(2, h - h % 2)
+
+
+def encode_jpeg(frame: VideoFrame, max_width: int, quality: int) -> tuple[bytes, int, int]:
+    """I420 to JPEG, scaled down to `max_width` (runs in a worker thread)."""
+    started = time.perf_counter()
+    width, height = scaled_size(frame.width, frame.height, max_width)
+    if (width, height) != (frame.width, frame.height):
+        scaled = frame.to_av().reformat(width=width, height=height, interpolation="AREA")
+        frame = VideoFrame.from_av(scaled, frame.pts)
+    y, u, v = frame.planes()
+    jpeg = simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality, fastdct=True)
+    metrics.ENCODE_SECONDS.labels(encoder="jpeg").observe(time.perf_counter() - started)
+    return jpeg, width, height
+
+
+class Viewer:
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+        self.queue: DropOldestQueue[str | bytes] = DropOldestQueue(VIEWER_QUEUE)
+
+    def offer(self, message: Message | str) -> None:
+        if isinstance(message, Message):
+            item: str | bytes = message.binary if self.binary else message.text
+        else:
+            item = message  # status: always JSON text
+        if not self.queue.put(item):
+            metrics.FRAMES_DROPPED.labels(handler="viewer").inc()
+
+
+class ViewerHub:
+    def __init__(
+        self,
+        fanout: FanOut,
+        *,
+        max_viewers: int = 100,
+        max_fps: float = 15,
+        max_width: int = 1280,
+        jpeg_quality: int = 75,
+        audio: bool = True,
+        status: Callable[[], str] | None = None,
+    ) -> None:
+        self.fanout = fanout
+        self.status = status  # the JSON status message, sent on joins, leaves and state changes
+        self.max_viewers = max_viewers
+        self.max_fps = max_fps
+        self.max_width = max_width
+        self.jpeg_quality = jpeg_quality
+        self.audio = audio
+        self.viewers: set[Viewer] = set()
+        self.frames_encoded = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._video_loop(), name="viewer-video"))
+        if self.audio:
+            self._tasks.append(asyncio.create_task(self._audio_loop(), name="viewer-audio"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def add(self, binary: bool) -> Viewer:
+        viewer = Viewer(binary)
+        self.viewers.add(viewer)
+        metrics.VIEWERS.set(len(self.viewers))
+        if self.status:
+            self.broadcast(self.status())
+        return viewer
+
+    def remove(self, viewer: Viewer) -> None:
+        self.viewers.discard(viewer)
+        viewer.queue.close()
+        metrics.VIEWERS.set(len(self.viewers))
+        if self.status:
+            self.broadcast(self.status())
+
+    def broadcast(self, message: Message | str) -> None:
+        for viewer in self.viewers:
+            viewer.offer(message)
+
+    async def _video_loop(self) -> None:
+        # Only the newest frame matters: the queue holds one, so a slow encode skips frames.
+        sub = self.fanout.subscribe("viewer-video", maxsize=1, audio=False)
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.max_fps
+        next_due = 0.0
+        try:
+            async for frame in sub:
+                if not self.viewers or frame.pts < next_due:
+                    continue
+                next_due = max(next_due + interval, frame.pts + interval / 2)
+                jpeg, width, height = await loop.run_in_executor(
+                    self._executor, encode_jpeg, frame, self.max_width, self.jpeg_quality
+                )
+                self.frames_encoded += 1
+                text = json.dumps(
+                    {
+                        "type": "video_frame",
+                        "data": base64.b64encode(jpeg).decode(),
+                        "timestamp": frame.pts,
+                        "width": width,
+                        "height": height,
+                    }
+                )
+                self.broadcast(
+                    Message(text, binary_message(VIDEO_KIND, frame.pts, jpeg, width, height))
+                )
+                metrics.FRAMES_OUT.labels(handler="viewer").inc()
+        finally:
+            sub.close()
+
+    async def _audio_loop(self) -> None:
+        sub = self.fanout.subscribe("viewer-audio", maxsize=100, video=False)
+        chunks: list[AudioFrame] = []
+        try:
+            async for frame in sub:
+                if not self.viewers:
+                    chunks.clear()
+                    continue
+                chunks.append(frame)
+                if sum(c.duration for c in chunks) + 1e-6 < AUDIO_CHUNK_SECONDS:
+                    continue
+                first = chunks[0]
+                pcm = b"".join(c.data for c in chunks)
+                chunks.clear()
+                text = json.dumps(
+                    {
+                        "type": "audio_frame",
+                        "data": base64.b64encode(pcm).decode(),
+                        "sample_rate": first.sample_rate,
+                        "channels": first.channels,
+                        "timestamp": first.pts,
+                    }
+                )
+                binary = binary_message(
+                    AUDIO_KIND, first.pts, pcm, first.sample_rate, first.channels
+                )
+                self.broadcast(Message(text, binary))
+        finally:
+            sub.close()
