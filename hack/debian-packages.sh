@@ -3,6 +3,7 @@
 set -euo pipefail
 packages=(
   iproute2   # ss: tests check what listens where
+  chromium   # the viewer page is tested in headless Chromium (Playwright drives it)
   golang-go  # only if no `go` is on PATH (see below)
 )
 want=()

@@ -94,14 +94,27 @@ def livekit_server(
 
 
 @pytest.fixture
-def publisher(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[str]:
-    """A synthetic publisher in a room of its own; yields the room name."""
+def start_publisher(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start a synthetic publisher in a room; every one started is stopped after the test."""
+    procs: list[Proc] = []
+
+    def start(room: str, identity: str = "synthetic-publisher") -> Proc:
+        argv = [
+            sys.executable, "-m", "haven_localcluster.publisher", "--url", livekit_server.url,
+            "--room", room, "--identity", identity, "--api-key", livekit_server.api_key,
+            "--api-secret", livekit_server.api_secret,
+        ]  # fmt: skip
+        proc = spawn(f"publisher-{len(procs)}", argv, tmp_path)
+        procs.append(proc)
+        return proc
+
+    yield start
+    stop(procs)
+
+
+@pytest.fixture
+def publisher(start_publisher: Callable[..., Proc]) -> str:
+    """A synthetic publisher in a room of its own; the room's name."""
     room = f"room-{uuid.uuid4().hex[:8]}"
-    argv = [
-        sys.executable, "-m", "haven_localcluster.publisher", "--url", livekit_server.url,
-        "--room", room, "--api-key", livekit_server.api_key,
-        "--api-secret", livekit_server.api_secret,
-    ]  # fmt: skip
-    proc: Proc = spawn("publisher", argv, tmp_path)
-    yield room
-    stop([proc])
+    start_publisher(room)
+    return room

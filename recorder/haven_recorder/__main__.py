@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import uvicorn
@@ -9,6 +10,21 @@ import uvicorn
 from . import logs
 from .app import create_app
 from .config import parse
+
+# Kernel send buffer per connection. Linux autotunes it up to megabytes, which would let a
+# stalled viewer hide seconds of video in the kernel; bounded, its own queue drops instead.
+# Accepted connections inherit it from the listening socket.
+SEND_BUFFER_BYTES = 128 * 1024
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,15 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         log_config=None,
         access_log=False,
-        ws="websockets",
+        ws="websockets-sansio",
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listen(settings.host, settings.port)])
     return 0
 
 

@@ -346,7 +346,10 @@ class Recordings:
         resumed = []
         for rec in await asyncio.to_thread(self._load_all):  # probing files is blocking I/O
             self.items[rec.spec.name] = rec
-            if rec.progress.state in (*ACTIVE, RecordingState.STOPPING):
+            if rec.progress.state == RecordingState.STOPPING:  # the stop was under way
+                rec.progress.state, rec.progress.stoppedAt = RecordingState.COMPLETED, _now()
+                rec.persist()
+            elif rec.active:
                 rec.start()
                 resumed.append(rec.spec.name)
         return resumed
