@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ import pytest
 from haven_localcluster import toolchain
 from haven_localcluster.controlplane import ControlPlane
 from haven_localcluster.livekit import LiveKitServer
-from haven_localcluster.process import Proc, spawn, stop
+from haven_localcluster.process import Proc, stop
+from haven_localcluster.publisher import spawn_publisher
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
 
@@ -99,12 +99,10 @@ def start_publisher(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[C
     procs: list[Proc] = []
 
     def start(room: str, identity: str = "synthetic-publisher") -> Proc:
-        argv = [
-            sys.executable, "-m", "haven_localcluster.publisher", "--url", livekit_server.url,
-            "--room", room, "--identity", identity, "--api-key", livekit_server.api_key,
-            "--api-secret", livekit_server.api_secret,
-        ]  # fmt: skip
-        proc = spawn(f"publisher-{len(procs)}", argv, tmp_path)
+        server = livekit_server
+        proc = spawn_publisher(
+            server.url, server.api_key, server.api_secret, room, tmp_path, identity
+        )
         procs.append(proc)
         return proc
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from . import toolchain
 from .controlplane import ControlPlane
 from .livekit import LiveKitServer
-from .process import Proc, spawn, stop
+from .process import Proc, stop
+from .publisher import spawn_publisher
 
 STATE_FILE = "state.json"
 
@@ -131,12 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cp, lk = _start(args.state_dir, detach=False, livekit=True)
     assert lk is not None
     room = "demo"
-    pub = spawn(
-        "publisher",
-        [sys.executable, "-m", "haven_localcluster.publisher", "--url", lk.url, "--room", room,
-         "--api-key", lk.api_key, "--api-secret", lk.api_secret],
-        cp.log_dir,
-    )  # fmt: skip
+    pub = spawn_publisher(lk.url, lk.api_key, lk.api_secret, room, cp.log_dir)
     print(_usage(args.state_dir, cp, lk))
     print(f"  synthetic publisher: room '{room}' on {lk.url} (log {pub.log})")
     print("Press Ctrl-C to stop.")

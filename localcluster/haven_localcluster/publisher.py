@@ -14,13 +14,28 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 import time
+from pathlib import Path
 
 from livekit import api, rtc
 
 from . import testsignal as ts
+from .process import Proc, spawn
 
 log = logging.getLogger("haven.publisher")
+
+
+def spawn_publisher(
+    url: str, api_key: str, api_secret: str, room: str, log_dir: Path,
+    identity: str = "synthetic-publisher", *, detach: bool = False,
+) -> Proc:  # fmt: skip
+    """Run a publisher in a process of its own (its CPU is not the receiver's)."""
+    argv = [
+        sys.executable, "-m", "haven_localcluster.publisher", "--url", url, "--room", room,
+        "--identity", identity, "--api-key", api_key, "--api-secret", api_secret,
+    ]  # fmt: skip
+    return spawn(f"publisher-{room}-{identity}", argv, log_dir, detach=detach)
 
 
 def token(api_key: str, api_secret: str, room: str, identity: str, *, publish: bool) -> str:

@@ -55,13 +55,16 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started(tmp_path):
         text=True,
         start_new_session=True,
     )
+    output = []
     for line in demo.stdout:
+        output.append(line)
         if "Ctrl-C" in line:
             break
     children = [
         int(p) for p in Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
     ]
-    assert len(children) == 6, children  # 4 control-plane processes, livekit, publisher
+    # 4 control-plane processes, livekit-server and the publisher
+    assert len(children) == 6, (children, "".join(output))
     os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert demo.wait(timeout=30) == 0
     assert wait_all_gone(children) == []

@@ -253,3 +253,61 @@ async def test_max_viewers_closes_the_extra_connection_with_1013(
                 while True:
                     await extra.recv()
         assert closed.value.rcvd.code == 1013 and "maxViewers 2" in closed.value.rcvd.reason
+
+
+async def test_max_width_and_max_fps_scale_the_recording_down(
+    livekit_server, publisher, stream_pod
+):
+    pod = stream_pod(*livekit_args(livekit_server, publisher))
+    pod.wait_state("live")
+    pod.start_recording(name="small", format="h264", maxWidth=640, maxFps=10)
+    pod.wait_recording("small", "recording")
+    await asyncio.sleep(5)
+    final = pod.stop_recording("small")
+    report = analyze(pod.recordings / final["parts"][0]["path"])
+    assert (report.width, report.height) == (640, 360)
+    fps = (report.video_frames - 1) / report.duration
+    assert 8 <= fps <= 10.5, fps
+    assert report.counters and None not in report.counters[:5]  # readable after scaling
+
+
+async def test_viewer_token_guards_the_websocket_and_the_page(
+    livekit_server, publisher, stream_pod
+):
+    pod = stream_pod(*livekit_args(livekit_server, publisher), "--viewer-token", "let-me-in")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(pod.ws_url):
+            pass
+    assert refused.value.response.status_code == 403
+    async with websockets.connect(pod.ws_url + "?token=let-me-in") as ws:
+        assert json.loads(await ws.recv())["type"] == "status"
+    assert pod.http("GET", "/").status_code == 401
+    assert pod.http("GET", "/?token=let-me-in").status_code == 200
+
+
+async def test_each_frame_is_jpeg_encoded_once_whatever_the_viewer_count(
+    livekit_server, publisher, stream_pod
+):
+    pod = stream_pod(*livekit_args(livekit_server, publisher), "--max-fps", "10")
+    pod.wait_state("live")
+
+    def encodes() -> float:
+        for line in pod.http("GET", "/metrics").text.splitlines():
+            if line.startswith('haven_encode_seconds_count{encoder="jpeg"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    async def watch(seconds: float) -> int:
+        frames = 0
+        async with websockets.connect(pod.ws_url, max_size=None) as ws:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    while True:
+                        frames += '"video_frame"' in (await ws.recv())[:40]
+        return frames
+
+    before = encodes()
+    seen = await asyncio.gather(*(watch(4) for _ in range(6)))
+    encoded = encodes() - before
+    assert min(seen) >= 25, seen  # ~10 fps reached every viewer...
+    assert encoded <= 4 * 10 + 5, encoded  # ...from at most one encode per frame at maxFps

@@ -1,0 +1,99 @@
+"""The operator's one typed client for a stream pod's control API (see docs/stream-pod.md).
+
+Every call the operator makes to a stream pod goes through `StreamPodClient`, so the wire
+format lives in one place on this side, as `haven_recorder.app` is its one place on the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class PodUnreachable(Exception):
+    """The pod did not answer (not running yet, restarting, or the network is down)."""
+
+
+class PodRejected(Exception):
+    """The pod answered with a 4xx: the request itself is wrong."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RecordingRequest:
+    name: str
+    format: str
+    quality: str
+    audio: bool
+    max_width: int | None = None
+    max_fps: int | None = None
+    max_duration_seconds: float | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "format": self.format,
+            "quality": self.quality,
+            "audio": self.audio,
+        }
+        optional = {
+            "maxWidth": self.max_width,
+            "maxFps": self.max_fps,
+            "maxDurationSeconds": self.max_duration_seconds,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+
+class StreamPodClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._timeout = timeout
+
+    async def _call(self, method: str, path: str, json: dict | None = None) -> dict:
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                resp = await client.request(
+                    method, f"{self.base_url}{path}", json=json, headers=self._headers
+                )
+        except httpx.HTTPError as exc:
+            raise PodUnreachable(f"{method} {self.base_url}{path}: {exc!r}") from exc
+        if 400 <= resp.status_code < 500:
+            try:
+                detail = resp.json().get("detail", resp.text)
+            except ValueError:
+                detail = resp.text
+            raise PodRejected(resp.status_code, str(detail))
+        if resp.status_code >= 500:
+            raise PodUnreachable(f"{method} {path}: {resp.status_code} {resp.text[:200]}")
+        return resp.json()
+
+    async def status(self) -> dict:
+        return await self._call("GET", "/status")
+
+    async def start_recording(self, request: RecordingRequest) -> dict:
+        """Idempotent: the same request again returns the recording's current state."""
+        return await self._call("POST", "/recordings", request.body())
+
+    async def recording(self, name: str) -> dict | None:
+        try:
+            return await self._call("GET", f"/recordings/{name}")
+        except PodRejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def stop_recording(self, name: str) -> dict | None:
+        try:
+            return await self._call("POST", f"/recordings/{name}/stop")
+        except PodRejected as exc:
+            if exc.status == 404:
+                return None
+            raise

@@ -1,0 +1,47 @@
+"""Operator settings, from `HAVEN_*` environment variables (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_POD_RESOURCES = {
+    "requests": {"cpu": "500m", "memory": "512Mi"},
+    "limits": {"cpu": "2", "memory": "2Gi"},
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    stream_pod_image: str = "haven-recorder:dev"
+    image_pull_policy: str = "IfNotPresent"
+    pumpfun_api_url: str = "https://livestream-api.pump.fun"
+    pumpfun_livekit_url: str = "wss://pump-prod-tg2x8veh.livekit.cloud"
+    pod_resources: dict = field(default_factory=lambda: DEFAULT_POD_RESOURCES)
+    pod_port: int = 8080
+    status_interval: float = 5.0  # seconds between status mirrors from each pod
+    # How the operator reaches a stream pod: "service" (the Service's cluster DNS name, in
+    # cluster) or "pod-ip" (the pod's IP, for an operator outside the cluster network).
+    pod_address: str = "service"
+    cluster_domain: str = "cluster.local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        d = cls()
+
+        def get(name: str, default: str) -> str:
+            return env.get(f"HAVEN_{name}", default)
+
+        resources = get("STREAM_POD_RESOURCES", "")
+        return cls(
+            stream_pod_image=get("STREAM_POD_IMAGE", d.stream_pod_image),
+            image_pull_policy=get("IMAGE_PULL_POLICY", d.image_pull_policy),
+            pumpfun_api_url=get("PUMPFUN_API_URL", d.pumpfun_api_url),
+            pumpfun_livekit_url=get("PUMPFUN_LIVEKIT_URL", d.pumpfun_livekit_url),
+            pod_resources=json.loads(resources) if resources else d.pod_resources,
+            status_interval=float(get("STATUS_INTERVAL", str(d.status_interval))),
+            pod_address=get("POD_ADDRESS", d.pod_address),
+            cluster_domain=get("CLUSTER_DOMAIN", d.cluster_domain),
+        )

@@ -1,0 +1,173 @@
+"""The CRDs on a real apiserver: schemas, defaults, CEL rules, printer columns, short names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+MINT = "7GCihgDB8fe6KNjn2MYtkzZcRjQy3t9GHdC8uHYmW2hr"
+
+
+@pytest.fixture(scope="module")
+def crds(kubectl):
+    kubectl("apply", "--server-side", "-f", str(CRDS))
+    for name in ("livestreams", "recordings"):
+        kubectl(
+            "wait", "--for=condition=Established", f"crd/{name}.streams.haven.dev", "--timeout=60s"
+        )
+
+
+def livestream(name: str, source: dict, **spec) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "streams.haven.dev/v1alpha1",
+            "kind": "LiveStream",
+            "metadata": {"name": name},
+            "spec": {"source": source, **spec},
+        }
+    )
+
+
+def recording(name: str, **spec) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "streams.haven.dev/v1alpha1",
+            "kind": "Recording",
+            "metadata": {"name": name},
+            "spec": {"liveStreamRef": {"name": "s"}, **spec},
+        }
+    )
+
+
+PUMPFUN = {"pumpfun": {"mintId": MINT}}
+LIVEKIT = {"livekit": {"url": "ws://lk:7880", "room": "r", "credentialsSecretRef": {"name": "lk"}}}
+
+
+def test_valid_objects_get_their_defaults(crds, kubectl, namespace):
+    kubectl("apply", "-n", namespace, "-f", "-", input=livestream("a", PUMPFUN))
+    kubectl("apply", "-n", namespace, "-f", "-", input=livestream("b", LIVEKIT))
+    a = json.loads(kubectl("get", "-n", namespace, "ls", "a", "-o", "json").stdout)["spec"]
+    assert a["source"]["pumpfun"]["apiURL"] == "https://livestream-api.pump.fun"
+    assert a["viewer"] == {
+        "maxViewers": 100,
+        "maxFps": 15,
+        "maxWidth": 1280,
+        "jpegQuality": 75,
+        "audio": True,
+    }
+    assert a["storage"] == {"size": "10Gi", "reclaimPolicy": "Retain"} and a["suspend"] is False
+    b = json.loads(kubectl("get", "-n", namespace, "livestream", "b", "-o", "json").stdout)["spec"]
+    assert b["source"]["livekit"]["credentialsSecretRef"] == {
+        "name": "lk", "apiKeyKey": "apiKey", "apiSecretKey": "apiSecret"
+    }  # fmt: skip
+    kubectl("apply", "-n", namespace, "-f", "-", input=recording("r"))
+    r = json.loads(kubectl("get", "-n", namespace, "rec", "r", "-o", "json").stdout)["spec"]
+    assert r == {
+        "liveStreamRef": {"name": "s"},
+        "format": "av1",
+        "quality": "medium",
+        "audio": True,
+        "stopped": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("manifest", "words"),
+    [
+        (livestream("x", {"pumpfun": {"mintId": "short"}}), ["spec.source.pumpfun.mintId", "32"]),
+        (
+            livestream("x", {"pumpfun": {"mintId": "0" * 44}}),
+            ["spec.source.pumpfun.mintId", "should match"],
+        ),
+        (
+            livestream("x", {**PUMPFUN, **LIVEKIT}),
+            ["spec.source", "exactly one of pumpfun or livekit"],
+        ),
+        (livestream("x", {}), ["spec.source", "exactly one of pumpfun or livekit"]),
+        (
+            livestream("x", {"livekit": {**LIVEKIT["livekit"], "url": "http://lk"}}),
+            ["spec.source.livekit.url"],
+        ),
+        (livestream("x", PUMPFUN, viewer={"maxFps": 0}), ["spec.viewer.maxFps"]),
+        (
+            livestream("x", PUMPFUN, storage={"reclaimPolicy": "Keep"}),
+            ["spec.storage.reclaimPolicy"],
+        ),
+        (recording("x", format="mpeg2"), ["spec.format", "av1", "h264", "vp9"]),
+        (recording("x", quality="ultra"), ["spec.quality"]),
+        (recording("x", maxDuration="two hours"), ["spec.maxDuration"]),
+    ],
+)
+def test_invalid_manifests_are_rejected_naming_the_field(crds, kubectl, namespace, manifest, words):
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def test_immutable_fields_and_one_way_stop(crds, kubectl, namespace):
+    kubectl("apply", "-n", namespace, "-f", "-", input=livestream("s", PUMPFUN))
+    other = {"pumpfun": {"mintId": MINT[:-1] + "x"}}
+    moved = kubectl("apply", "-n", namespace, "-f", "-", input=livestream("s", other), check=False)
+    assert moved.returncode != 0 and "source is immutable" in moved.stderr
+    # Everything else in a LiveStream may change.
+    kubectl("apply", "-n", namespace, "-f", "-", input=livestream("s", PUMPFUN, suspend=True))
+
+    kubectl("apply", "-n", namespace, "-f", "-", input=recording("r", format="h264"))
+    edit = kubectl(
+        "apply", "-n", namespace, "-f", "-", input=recording("r", format="vp9"), check=False
+    )
+    assert (
+        edit.returncode != 0
+        and "spec.format" in edit.stderr
+        and "format is immutable" in edit.stderr
+    )
+    added = kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=recording("r", format="h264", maxFps=10),
+        check=False,
+    )
+    assert added.returncode != 0 and "immutable" in added.stderr
+    kubectl("apply", "-n", namespace, "-f", "-", input=recording("r", format="h264", stopped=True))
+    back = kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=recording("r", format="h264", stopped=False),
+        check=False,
+    )
+    assert back.returncode != 0 and "stopped may only change from false to true" in back.stderr
+
+
+def test_printer_columns_short_names_and_category(crds, kubectl, namespace):
+    kubectl("apply", "-n", namespace, "-f", "-", input=livestream("s", PUMPFUN))
+    kubectl("apply", "-n", namespace, "-f", "-", input=recording("r"))
+    header = kubectl("get", "-n", namespace, "ls").stdout.splitlines()[0].split()
+    assert header == ["NAME", "SOURCE", "PHASE", "VIEWERS", "RECORDINGS", "AGE"]
+    header = kubectl("get", "-n", namespace, "rec").stdout.splitlines()[0].split()
+    assert header == ["NAME", "STREAM", "FORMAT", "PHASE", "DURATION", "SIZE", "AGE"]
+    names = kubectl("get", "-n", namespace, "haven", "-o", "name").stdout.split()
+    assert sorted(names) == ["livestream.streams.haven.dev/s", "recording.streams.haven.dev/r"]
+    explained = kubectl("explain", "livestream.spec.source.pumpfun.mintId").stdout
+    assert "base58" in explained
+
+
+def test_crd_files_parse_and_cover_status(crds):
+    for path in CRDS.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        version = crd["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        assert (
+            "observedGeneration"
+            in version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        )
