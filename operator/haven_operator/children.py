@@ -142,7 +142,10 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
             {
                 "name": "HAVEN_LIVEKIT_API_SECRET",
                 "valueFrom": {
-                    "secretKeyRef": {"name": ref["name"], "key": ref.get("apiSecretKey", "apiSecret")}
+                    "secretKeyRef": {
+                        "name": ref["name"],
+                        "key": ref.get("apiSecretKey", "apiSecret"),
+                    }
                 },
             },
         ]

@@ -26,6 +26,7 @@ class Settings:
     # cluster) or "pod-ip" (the pod's IP, for an operator outside the cluster network).
     pod_address: str = "service"
     cluster_domain: str = "cluster.local"
+    metrics_port: int = 9090  # 0 turns the metrics server off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -44,4 +45,5 @@ class Settings:
             status_interval=float(get("STATUS_INTERVAL", str(d.status_interval))),
             pod_address=get("POD_ADDRESS", d.pod_address),
             cluster_domain=get("CLUSTER_DOMAIN", d.cluster_domain),
+            metrics_port=int(get("METRICS_PORT", str(d.metrics_port))),
         )

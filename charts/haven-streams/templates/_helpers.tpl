@@ -1,0 +1,46 @@
+{{- define "haven.name" -}}haven-operator{{- end -}}
+
+{{- define "haven.labels" -}}
+app.kubernetes.io/name: haven-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "haven.selector" -}}
+app.kubernetes.io/name: haven-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The operator's permissions: least privilege, one list for the Role and the ClusterRole. */}}
+{{- define "haven.rules" -}}
+# Its own resources: watch them, keep a finalizer on them, write their status.
+- apiGroups: [streams.haven.dev]
+  resources: [livestreams, recordings]
+  verbs: [get, list, watch, patch]
+- apiGroups: [streams.haven.dev]
+  resources: [livestreams/status, recordings/status]
+  verbs: [get, patch]
+# Each LiveStream's children, written with server-side apply (a patch that creates).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [services, persistentvolumeclaims]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [get, create, patch, delete]
+# The control-token Secret: created once, read to call the pod. No list or watch of Secrets.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
+# Stream pods: read their readiness and address.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

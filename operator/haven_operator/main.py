@@ -1,0 +1,39 @@
+"""Operator start-up: settings, API login, watch timeouts, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from . import livestream, recording  # noqa: F401  (registers the handlers)
+from .kube import Kube, load_config
+from .settings import Settings
+
+
+@kopf.on.startup()
+def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    load_config()
+    memo.settings = Settings.from_env()
+    memo.kube = Kube()
+    # A watch that the server or the network silently stalls is restarted within minutes.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    settings.watching.reconnect_backoff = 1.0
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "haven-operator"
+    # Handler progress lives in status, not in annotations users see in diffs.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="streams.haven.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "streams.haven.dev/finalizer"
+    port = int(memo.settings.metrics_port)
+    if port:
+        prometheus_client.start_http_server(port)
+        logger.info("metrics on :%d/metrics", port)
