@@ -27,7 +27,9 @@ async def viewer(url: str, until: float, counts: list[int], i: int) -> None:
                 counts[i] += 1
 
 
-async def probe(url: str, until: float, t0: float, latencies: list[float]) -> None:
+async def probe(
+    url: str, until: float, t0: float, latencies: list[float], counts: list[int]
+) -> None:
     async with websockets.connect(url, max_size=None) as ws:
         while time.time() < until:
             try:
@@ -38,6 +40,7 @@ async def probe(url: str, until: float, t0: float, latencies: list[float]) -> No
             msg = json.loads(message)
             if msg["type"] != "video_frame":
                 continue
+            counts[0] += 1
             luma = simplejpeg.decode_jpeg(base64.b64decode(msg["data"]), colorspace="GRAY")[:, :, 0]
             n = ts.decode_counter(np.ascontiguousarray(luma))
             if n is not None:
@@ -54,9 +57,10 @@ async def main() -> None:
     until = time.time() + a.seconds
     counts = [0] * a.viewers
     latencies: list[float] = []
-    tasks = [viewer(a.url, until, counts, i) for i in range(a.viewers)]
-    if a.viewers:
-        tasks[0] = probe(a.url, until, a.t0, latencies)
+    tasks = [
+        probe(a.url, until, a.t0, latencies, counts) if i == 0 else viewer(a.url, until, counts, i)
+        for i in range(a.viewers)
+    ]
     await asyncio.gather(*tasks)
     print(json.dumps({"counts": counts, "latencies": latencies}))
 

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-CRDS = Path(__file__).resolve().parents[2] / "crds"
+from .conftest import CRDS
+
 MINT = "7GCihgDB8fe6KNjn2MYtkzZcRjQy3t9GHdC8uHYmW2hr"
-
-
-@pytest.fixture(scope="module")
-def crds(kubectl):
-    kubectl("apply", "--server-side", "-f", str(CRDS))
-    for name in ("livestreams", "recordings"):
-        kubectl(
-            "wait", "--for=condition=Established", f"crd/{name}.streams.haven.dev", "--timeout=60s"
-        )
 
 
 def livestream(name: str, source: dict, **spec) -> str:
