@@ -1,5 +1,5 @@
 """A/V sync over a long recording: the offset between each flash and its tone stays within
-40 ms and does not drift (HAVEN_SYNC_SECONDS, default 600: the 10 minutes users record)."""
+40 ms and does not drift (HAVEN_SYNC_SECONDS, default 600: the 10 minutes the issue names)."""
 
 from __future__ import annotations
 
@@ -32,14 +32,19 @@ async def test_no_av_drift_over_a_long_recording(livekit_server, publisher, stre
         pairs = [(f, t - f) for f in report.flashes for t in report.tones if abs(t - f) <= 0.5]
         times = np.array([f for f, _ in pairs])
         offsets = np.array([o for _, o in pairs])
-        slope = np.polyfit(times, offsets, 1)[0] * 60  # seconds of drift per minute
+        slope = np.polyfit(times, offsets, 1)[0] * 60  # seconds of trend per minute
+        first = offsets[times < times[0] + 60].mean()
+        last = offsets[times > times[-1] - 60].mean()
         print(
             f"{fmt}: {len(offsets)} flashes over {report.duration:.0f}s; offset median "
-            f"{statistics.median(offsets) * 1000:.0f} ms, max |offset| "
-            f"{np.abs(offsets).max() * 1000:.0f} ms, drift {slope * 1000:.2f} ms/min"
+            f"{statistics.median(offsets) * 1000:.0f} ms, p95 |offset| "
+            f"{np.percentile(np.abs(offsets), 95) * 1000:.0f} ms, max "
+            f"{np.abs(offsets).max() * 1000:.0f} ms; first minute {first * 1000:.0f} ms, last "
+            f"minute {last * 1000:.0f} ms, trend {slope * 1000:.2f} ms/min"
         )
         # A flash every 2 s; the publisher's VP8 encoder skips some of those all-white frames.
         assert len(offsets) >= 0.5 * report.duration / 2, len(offsets)
-        assert np.median(np.abs(offsets)) <= 0.040, offsets
-        assert np.percentile(np.abs(offsets), 95) <= 0.060, offsets
-        assert abs(slope) <= 0.001, f"A/V drifts {slope * 1000:.2f} ms per minute"
+        assert np.percentile(np.abs(offsets), 95) <= 0.040, offsets  # the goal: within 40 ms
+        assert np.abs(offsets).max() <= 0.060, offsets
+        # No drift: the offset at the end is where it was at the start.
+        assert abs(last - first) <= 0.025, (first, last)
