@@ -194,7 +194,8 @@ async def mirror(
             raw, reason=new["phase"], message=message
         )
         logger.info("phase %s", message)
-    patch.status.update(new)
+    current = raw.get("status", {})
+    patch.status.update({k: v for k, v in new.items() if current.get(k) != v})  # only changes
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

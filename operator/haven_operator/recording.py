@@ -87,6 +87,8 @@ class Reconciler:
             "observedGeneration": generation,
             "conditions": conditions.merge(current.get("conditions"), updates, generation),
         }
+        if all(current.get(k) == v for k, v in status.items()):
+            return  # nothing changed: no write
         if status.get("phase") != current.get("phase"):
             reason = next((c.reason for c in updates if c.type == "Recording"), status.get("phase"))
             emit = kopf.warn if status.get("phase") == "Failed" else kopf.info

@@ -155,8 +155,10 @@ def create_app(settings: Settings) -> FastAPI:
     Control = Depends(control)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict:
-        return {"ok": True}
+    async def healthz() -> JSONResponse:
+        # Liveness: a stream pod whose connection loop or viewer tasks died is restarted.
+        ok = pod.ready()
+        return JSONResponse({"ok": ok}, 200 if ok else 503)
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:

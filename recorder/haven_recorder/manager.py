@@ -155,6 +155,9 @@ class StreamManager:
                     backoff = self.backoff_initial  # it connected: start the backoff over
                 except (rtc.ConnectError, TimeoutError, OSError) as exc:
                     self._set_state(StreamState.OFFLINE, "ConnectFailed", str(exc) or repr(exc))
+                except Exception as exc:  # never let the one connection's loop die
+                    log.exception("stream session failed")
+                    self._set_state(StreamState.OFFLINE, "Error", repr(exc)[:300])
             if self._stopping:
                 break
             await asyncio.sleep(backoff)
