@@ -10,6 +10,7 @@ import uvicorn
 from . import logs
 from .app import create_app
 from .config import parse
+from .wsprotocol import FrameWritingProtocol
 
 # Kernel send buffer per connection. Linux autotunes it up to megabytes, which would let a
 # stalled viewer hide seconds of video in the kernel; bounded, its own queue drops instead.
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         app,
         log_config=None,
         access_log=False,
-        ws="websockets-sansio",
+        ws=FrameWritingProtocol,  # media frames are built once and written to every viewer
+        ws_per_message_deflate=False,  # JPEG and PCM do not compress; deflate cost CPU per viewer
         lifespan="on",
         timeout_graceful_shutdown=20,
     )

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import wsprotocol
 from .config import Settings
 from .fanout import FanOut
 from .manager import StreamManager
@@ -231,7 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
                 reason=f"too many viewers (maxViewers {hub.max_viewers}); try again later",
             )
             return
-        viewer = hub.add(binary=mode == "binary")
+        viewer = hub.add(mode == "binary", ws.scope.get("extensions", {}).get(wsprotocol.EXTENSION))
 
         async def send() -> None:
             while True:

@@ -1,8 +1,9 @@
 """The viewer handler: JPEG video and PCM audio for WebSocket viewers.
 
 Each video frame is JPEG-encoded at most once (at `max_fps`, scaled to `max_width`), in a
-worker thread, and the encoded message is shared by every viewer. Each viewer has its own
-small queue that keeps the newest messages: a stalled viewer loses frames, nobody else does.
+worker thread, and the message and its WebSocket frame are built once and written to every
+viewer's socket (see wsprotocol). A viewer whose socket is backed up skips frames until it
+drains: a stalled viewer loses frames, nobody else does.
 
 Messages (JSON text, compatible with the old frontend):
     {"type": "video_frame", "data": <base64 JPEG>, "timestamp": s, "width": w, "height": h}
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import simplejpeg
 
-from . import metrics
+from . import metrics, wsprotocol
 from .fanout import DropOldestQueue, FanOut
 from .frames import AudioFrame, VideoFrame
 
@@ -48,10 +49,17 @@ def binary_message(kind: int, timestamp: float, payload: bytes, a: int, b: int) 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One media message, encoded once for both modes and shared by every viewer."""
+    """One media message, encoded once for both modes and shared by every viewer: the payloads
+    and, for connections that take them, the serialized WebSocket frames."""
 
     text: str
     binary: bytes
+    text_frame: bytes
+    binary_frame: bytes
+
+    @classmethod
+    def of(cls, text: str, binary: bytes) -> Message:
+        return cls(text, binary, wsprotocol.frame(text), wsprotocol.frame(binary))
 
 
 def scaled_size(width: int, height: int, max_width: int) -> tuple[int, int]:
@@ -75,16 +83,23 @@ def encode_jpeg(frame: VideoFrame, max_width: int, quality: int) -> tuple[bytes,
 
 
 class Viewer:
-    def __init__(self, binary: bool) -> None:
+    """One WebSocket viewer. Media goes straight to its socket as a pre-built frame when the
+    server offers that (`send_frame`), else through its queue; status messages always queue."""
+
+    def __init__(self, binary: bool, send_frame: Callable[[bytes], bool] | None = None) -> None:
         self.binary = binary
+        self.send_frame = send_frame
         self.queue: DropOldestQueue[str | bytes] = DropOldestQueue(VIEWER_QUEUE)
 
     def offer(self, message: Message | str) -> None:
         if isinstance(message, Message):
-            item: str | bytes = message.binary if self.binary else message.text
+            if self.send_frame is not None:
+                sent = self.send_frame(message.binary_frame if self.binary else message.text_frame)
+            else:
+                sent = self.queue.put(message.binary if self.binary else message.text)
         else:
-            item = message  # status: always JSON text
-        if not self.queue.put(item):
+            sent = self.queue.put(message)  # status: always JSON text
+        if not sent:
             metrics.FRAMES_DROPPED.labels(handler="viewer").inc()
 
 
@@ -123,8 +138,8 @@ class ViewerHub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def add(self, binary: bool) -> Viewer:
-        viewer = Viewer(binary)
+    def add(self, binary: bool, send_frame: Callable[[bytes], bool] | None = None) -> Viewer:
+        viewer = Viewer(binary, send_frame)
         self.viewers.add(viewer)
         metrics.VIEWERS.set(len(self.viewers))
         if self.status:
@@ -166,9 +181,8 @@ class ViewerHub:
                         "height": height,
                     }
                 )
-                self.broadcast(
-                    Message(text, binary_message(VIDEO_KIND, frame.pts, jpeg, width, height))
-                )
+                binary = binary_message(VIDEO_KIND, frame.pts, jpeg, width, height)
+                self.broadcast(Message.of(text, binary))
                 metrics.FRAMES_OUT.labels(handler="viewer").inc()
         finally:
             sub.close()
@@ -199,6 +213,6 @@ class ViewerHub:
                 binary = binary_message(
                     AUDIO_KIND, first.pts, pcm, first.sample_rate, first.channels
                 )
-                self.broadcast(Message(text, binary))
+                self.broadcast(Message.of(text, binary))
         finally:
             sub.close()
