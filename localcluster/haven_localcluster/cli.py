@@ -24,6 +24,7 @@ from .controlplane import ControlPlane
 from .livekit import LiveKitServer
 from .process import Proc, stop
 from .publisher import spawn_publisher
+from .streampod import StreamPod, livekit_args
 
 STATE_FILE = "state.json"
 
@@ -126,24 +127,40 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Foreground: control plane, livekit-server and the synthetic publisher, until Ctrl-C."""
+    """Foreground: control plane, livekit-server, the synthetic publisher and a stream pod
+    watching it, until Ctrl-C."""
     if args.state_dir.exists():
         shutil.rmtree(args.state_dir / "etcd", ignore_errors=True)  # a fresh cluster each demo
     cp, lk = _start(args.state_dir, detach=False, livekit=True)
     assert lk is not None
     room = "demo"
     pub = spawn_publisher(lk.url, lk.api_key, lk.api_secret, room, cp.log_dir)
+    pod = StreamPod(livekit_args(lk, room), args.state_dir / "recordings", cp.log_dir)
+    try:
+        pod.start()
+    except BaseException:
+        stop([pub])
+        lk.stop()
+        cp.stop()
+        raise
     print(_usage(args.state_dir, cp, lk))
     print(f"  synthetic publisher: room '{room}' on {lk.url} (log {pub.log})")
+    print(f"  stream pod: open {pod.url}/ to watch; WebSocket {pod.ws_url}")
+    print(f"  record:  curl -XPOST {pod.url}/recordings -H 'Authorization: Bearer {pod.token}' \\")
+    body = '{"name": "demo", "format": "av1"}'
+    print(f"             -H 'content-type: application/json' -d '{body}'")
+    print(f"  recordings land in {pod.recordings}/<name>/")
     print("Press Ctrl-C to stop.")
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # Ctrl-C and SIGTERM end the wait; a second one during the clean-up does not cut it short.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    procs = [*cp.procs, lk.proc, pub, pod.proc]
     try:
-        while not done.is_set() and all(p.alive() for p in [*cp.procs, lk.proc, pub] if p):
+        while not done.is_set() and all(p.alive() for p in procs if p):
             done.wait(1)
-    except KeyboardInterrupt:
-        pass
     finally:
+        pod.stop()
         stop([pub])
         lk.stop()
         cp.stop()

@@ -63,8 +63,9 @@ def test_ctrl_c_stops_the_demo_and_everything_it_started(tmp_path):
     children = [
         int(p) for p in Path(f"/proc/{demo.pid}/task/{demo.pid}/children").read_text().split()
     ]
-    # 4 control-plane processes, livekit-server and the publisher
-    assert len(children) == 6, (children, "".join(output))
+    # 4 control-plane processes, livekit-server, the publisher and the stream pod
+    assert len(children) == 7, (children, "".join(output))
+    assert any("open http://127.0.0.1:" in line for line in output), output
     os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert demo.wait(timeout=30) == 0
     assert wait_all_gone(children) == []
