@@ -16,20 +16,10 @@ import websockets
 from haven_localcluster import testsignal as ts
 
 
-async def viewer(url: str, until: float, counts: list[int], i: int) -> None:
-    async with websockets.connect(url, max_size=None) as ws:
-        while time.time() < until:
-            try:
-                message = await asyncio.wait_for(ws.recv(), max(0.01, until - time.time()))
-            except TimeoutError:
-                break
-            if message.startswith('{"type": "video_frame"'):
-                counts[i] += 1
-
-
-async def probe(
-    url: str, until: float, t0: float, latencies: list[float], counts: list[int]
+async def viewer(
+    url: str, until: float, counts: list[int], i: int, t0: float, latencies: list[float] | None
 ) -> None:
+    """Read every message until `until`; with `latencies`, also decode each frame's counter."""
     async with websockets.connect(url, max_size=None) as ws:
         while time.time() < until:
             try:
@@ -37,11 +27,13 @@ async def probe(
             except TimeoutError:
                 break
             received = time.time()
-            msg = json.loads(message)
-            if msg["type"] != "video_frame":
+            if not message.startswith('{"type": "video_frame"'):
                 continue
-            counts[0] += 1
-            luma = simplejpeg.decode_jpeg(base64.b64decode(msg["data"]), colorspace="GRAY")[:, :, 0]
+            counts[i] += 1
+            if latencies is None:
+                continue
+            jpeg = base64.b64decode(json.loads(message)["data"])
+            luma = simplejpeg.decode_jpeg(jpeg, colorspace="GRAY")[:, :, 0]
             n = ts.decode_counter(np.ascontiguousarray(luma))
             if n is not None:
                 latencies.append(received - (t0 + n / ts.FPS))
@@ -57,8 +49,9 @@ async def main() -> None:
     until = time.time() + a.seconds
     counts = [0] * a.viewers
     latencies: list[float] = []
+    # Viewer 0 is the probe that measures latency; the others only read.
     tasks = [
-        probe(a.url, until, a.t0, latencies, counts) if i == 0 else viewer(a.url, until, counts, i)
+        viewer(a.url, until, counts, i, a.t0, latencies if i == 0 else None)
         for i in range(a.viewers)
     ]
     await asyncio.gather(*tasks)

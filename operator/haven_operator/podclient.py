@@ -82,18 +82,18 @@ class StreamPodClient:
         """Idempotent: the same request again returns the recording's current state."""
         return await self._call("POST", "/recordings", request.body())
 
-    async def recording(self, name: str) -> dict | None:
+    async def _call_or_none(self, method: str, path: str) -> dict | None:
+        """The answer, or None when the pod has no such recording (404)."""
         try:
-            return await self._call("GET", f"/recordings/{name}")
+            return await self._call(method, path)
         except PodRejected as exc:
             if exc.status == 404:
                 return None
             raise
 
+    async def recording(self, name: str) -> dict | None:
+        return await self._call_or_none("GET", f"/recordings/{name}")
+
     async def stop_recording(self, name: str) -> dict | None:
-        try:
-            return await self._call("POST", f"/recordings/{name}/stop")
-        except PodRejected as exc:
-            if exc.status == 404:
-                return None
-            raise
+        """Finalize the file; returns the final state, or None if the pod never had it."""
+        return await self._call_or_none("POST", f"/recordings/{name}/stop")
