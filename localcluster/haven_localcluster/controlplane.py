@@ -192,14 +192,3 @@ class ControlPlane:
         # Reverse order: clients first, etcd last.
         stop(list(reversed(self.procs)))
         self.procs.clear()
-
-    def healthy(self) -> bool:
-        if not self.procs or not all(p.alive() for p in self.procs):
-            return False
-        try:
-            wait_http(
-                f"{self.server}/readyz", self.procs[1], timeout=3, ssl_context=self.ssl_context()
-            )
-        except (TimeoutError, RuntimeError):
-            return False
-        return True

@@ -115,7 +115,6 @@ class Recording:
         self._task: asyncio.Task | None = None
         self._writer: PartWriter | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"rec-{spec.name}"[:15])
-        self._done = asyncio.Event()
         self._suspending = False
         self._frames_before = self._drops_before = self._bytes_reported = 0
 
@@ -205,9 +204,6 @@ class Recording:
         if self._task is not None:
             await asyncio.shield(self._task)
 
-    async def wait(self) -> None:
-        await self._done.wait()
-
     def _new_part(self) -> PartWriter:
         number = len(self.progress.parts) + 1
         ext = FORMATS[self.spec.format].extension
@@ -294,7 +290,6 @@ class Recording:
         finally:
             self._sub.close()
             self._executor.shutdown(wait=False)
-            self._done.set()
 
     def _duration_limit(self) -> float | None:
         if self.spec.max_duration is None or self.progress.startedAt is None:

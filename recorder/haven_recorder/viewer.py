@@ -123,7 +123,6 @@ class ViewerHub:
         self.jpeg_quality = jpeg_quality
         self.audio = audio
         self.viewers: set[Viewer] = set()
-        self.frames_encoded = 0
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
         self._tasks: list[asyncio.Task] = []
 
@@ -171,7 +170,6 @@ class ViewerHub:
                 jpeg, width, height = await loop.run_in_executor(
                     self._executor, encode_jpeg, frame, self.max_width, self.jpeg_quality
                 )
-                self.frames_encoded += 1
                 text = json.dumps(
                     {
                         "type": "video_frame",
