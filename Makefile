@@ -1,13 +1,14 @@
 # Everything a fresh machine needs comes from here: `make test` and `make demo` set up
-# the venv, Debian packages and the Go-built binaries first (each step is cached).
+# the venv, Debian packages, the Go-built binaries and the container images first (each step
+# is cached).
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup debs toolchain test lint format demo up down status clean
+.PHONY: setup debs toolchain images test lint format demo up down status clean
 
-setup: debs $(STAMP) toolchain
+setup: debs $(STAMP) toolchain images
 
 debs:
 	@hack/debian-packages.sh
@@ -21,6 +22,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 toolchain: $(STAMP)
 	$(BIN)/haven-localcluster build
+
+images: toolchain
+	$(BIN)/haven-localcluster images
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,6 +4,9 @@ set -euo pipefail
 packages=(
   iproute2   # ss: tests check what listens where
   chromium   # the viewer page is tested in headless Chromium (Playwright drives it)
+  # The local cluster's node: runtime, CNI plugins, kube-proxy's tools, the image builders
+  containerd runc containernetworking-plugins iptables conntrack
+  buildah debootstrap debian-archive-keyring
   golang-go  # only if no `go` is on PATH (see below)
 )
 want=()

@@ -1,5 +1,6 @@
-"""Shared fixtures: one real control plane and one livekit-server per test session, a fresh
-namespace per test, and a synthetic publisher per test that asks for one."""
+"""Shared fixtures: one real local cluster (control plane and node, with the project's images)
+and one livekit-server per test session, a fresh namespace per test, and a synthetic publisher
+per test that asks for one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import kubernetes
 import pytest
 
 from haven_localcluster import toolchain
-from haven_localcluster.controlplane import ControlPlane
+from haven_localcluster.cluster import LocalCluster
+from haven_localcluster.images import Image, ensure_images
 from haven_localcluster.livekit import LiveKitServer
 from haven_localcluster.process import Proc, stop
 from haven_localcluster.publisher import spawn_publisher
@@ -29,23 +31,32 @@ def report(config: pytest.Config, line: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> Iterator[ControlPlane]:
-    cp = ControlPlane(tmp_path_factory.mktemp("cluster"))
-    timings = cp.start()
-    report(
-        pytestconfig,
-        f"[cluster] /readyz after {timings['kube-apiserver']:.1f}s; "
-        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-        + f"; logs in {cp.log_dir}",
-    )
-    yield cp
-    cp.stop()
+def images(pytestconfig: pytest.Config) -> dict[str, Image]:
+    """The project's images, built here without Docker (cached by their inputs)."""
+    built = ensure_images()
+    report(pytestconfig, "[images] " + ", ".join(f"{i.ref}" for i in built.values()))
+    return built
 
 
 @pytest.fixture(scope="session")
-def kubectl(cluster: ControlPlane) -> Kubectl:
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, images
+) -> Iterator[LocalCluster]:
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"), images)
+    timings = local.start()
+    report(
+        pytestconfig,
+        f"[cluster] /readyz after {timings['kube-apiserver']:.1f}s; node Ready after "
+        f"{timings['node-ready']:.1f}s; "
+        + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+        + f"; logs in {local.log_dir}",
+    )
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: LocalCluster) -> Kubectl:
     binary = str(toolchain.ensure(["kubectl"])["kubectl"])
 
     def run(
@@ -66,7 +77,7 @@ def kubectl(cluster: ControlPlane) -> Kubectl:
 
 
 @pytest.fixture(scope="session")
-def api_client(cluster: ControlPlane) -> kubernetes.client.ApiClient:
+def api_client(cluster: LocalCluster) -> kubernetes.client.ApiClient:
     return kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
 
 
@@ -84,9 +95,12 @@ def namespace(
 
 @pytest.fixture(scope="session")
 def livekit_server(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, cluster: LocalCluster
 ) -> Iterator[LiveKitServer]:
-    server = LiveKitServer(tmp_path_factory.mktemp("livekit"))
+    """livekit-server for the host (`url`) and for pods on the node (`cluster_url`)."""
+    server = LiveKitServer(
+        tmp_path_factory.mktemp("livekit"), cluster_address=cluster.network.host_ip
+    )
     server.start()
     report(pytestconfig, f"[livekit] {server.url}; log in {server.state_dir / 'logs'}")
     yield server

@@ -1,10 +1,12 @@
-"""`haven-localcluster`: build the toolchain, and start, inspect and stop the local cluster.
+"""`haven-localcluster`: build the toolchain and images, and start, inspect and stop the local
+cluster.
 
 haven-localcluster build            # build (or find cached) Go binaries
-haven-localcluster up               # control plane + livekit-server, in the background
+haven-localcluster images           # build (or find cached) the container images
+haven-localcluster up               # cluster (control plane + node) and livekit-server, detached
 haven-localcluster status
 haven-localcluster down [--purge]
-haven-localcluster demo             # everything in the foreground until Ctrl-C
+haven-localcluster demo             # the whole system in the foreground until Ctrl-C
 """
 
 from __future__ import annotations
@@ -19,37 +21,41 @@ import threading
 import time
 from pathlib import Path
 
-from . import toolchain
-from .controlplane import ControlPlane
+import yaml
+
+from . import images as images_mod
+from . import release, toolchain
+from .cluster import LocalCluster
 from .livekit import LiveKitServer
-from .process import Proc, stop
+from .network import NodeNetwork
+from .process import Proc, run_checked, stop
 from .publisher import spawn_publisher
-from .streampod import StreamPod, livekit_args
+from .pumpfun import PumpFunStandIn
 
 STATE_FILE = "state.json"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get("HAVEN_STATE_DIR", ".localcluster")).resolve()
 
 
-def _start(
-    state_dir: Path, *, detach: bool, livekit: bool
-) -> tuple[ControlPlane, LiveKitServer | None]:
-    cp = ControlPlane(state_dir, detach=detach)
-    timings = cp.start()
-    print(f"control plane ready: /readyz after {timings['kube-apiserver']:.1f}s, "
-          f"all components healthy after {max(timings.values()):.1f}s")  # fmt: skip
-    lk = None
-    if livekit:
-        lk = LiveKitServer(state_dir, detach=detach)
-        try:
-            lk.start()
-        except BaseException:
-            cp.stop()
-            raise
-        print(f"livekit-server ready at {lk.url} after {lk.timings['livekit-server']:.1f}s")
-    return cp, lk
+def _start(state_dir: Path, *, detach: bool) -> tuple[LocalCluster, LiveKitServer]:
+    built = images_mod.ensure_images()
+    cluster = LocalCluster(state_dir, built, detach=detach)
+    timings = cluster.start()
+    print(
+        f"cluster ready: apiserver /readyz after {timings['kube-apiserver']:.1f}s, node Ready "
+        f"after {timings['node-ready']:.1f}s, DNS after {timings['dns']:.1f}s"
+    )
+    lk = LiveKitServer(state_dir, detach=detach, cluster_address=cluster.network.host_ip)
+    try:
+        lk.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    print(f"livekit-server ready at {lk.url} (pods: {lk.cluster_url})")
+    return cluster, lk
 
 
 def _link_tools(state_dir: Path) -> Path:
@@ -63,16 +69,24 @@ def _link_tools(state_dir: Path) -> Path:
     return bindir
 
 
-def _usage(state_dir: Path, cp: ControlPlane, lk: LiveKitServer | None) -> str:
-    lines = [
-        f"  export KUBECONFIG={cp.kubeconfig}",
-        f"  export PATH={_link_tools(state_dir)}:$PATH   # kubectl and helm, pinned",
-        "  kubectl get --raw /readyz; kubectl get ns",
-        f"  logs: {cp.log_dir}/<component>.log",
+def _usage(state_dir: Path, cluster: LocalCluster, lk: LiveKitServer) -> str:
+    return "\n".join(
+        [
+            f"  export KUBECONFIG={cluster.kubeconfig}",
+            f"  export PATH={_link_tools(state_dir)}:$PATH   # kubectl and helm, pinned",
+            "  kubectl get nodes; kubectl get pods -A",
+            f"  logs: {cluster.log_dir}/<component>.log",
+            f"  LiveKit: {lk.url} (from pods {lk.cluster_url})  api key {lk.api_key}  "
+            f"secret {lk.api_secret}",
+        ]
+    )
+
+
+def _proc_record(group: str, procs: list[Proc]) -> list[dict]:
+    return [
+        {"group": group, "name": p.name, "pid": p.pid, "argv": p.argv, "log": str(p.log)}
+        for p in procs
     ]
-    if lk:
-        lines.append(f"  LiveKit: {lk.url}  api key {lk.api_key}  secret {lk.api_secret}")
-    return "\n".join(lines)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -80,24 +94,28 @@ def cmd_up(args: argparse.Namespace) -> int:
     if state.exists():
         print(f"a cluster is already recorded in {state}; run `down` first", file=sys.stderr)
         return 1
-    cp, lk = _start(args.state_dir, detach=True, livekit=not args.no_livekit)
-    procs = cp.procs + ([lk.proc] if lk and lk.proc else [])
+    cluster, lk = _start(args.state_dir, detach=True)
+    assert lk.proc is not None and cluster.storage.proc is not None
     record = {
-        "server": cp.server,
-        "kubeconfig": str(cp.kubeconfig),
-        "livekit": {"url": lk.url, "apiKey": lk.api_key, "apiSecret": lk.api_secret}
-        if lk
-        else None,
-        "procs": [{"name": p.name, "pid": p.pid, "argv": p.argv, "log": str(p.log)} for p in procs],
+        "server": cluster.server,
+        "kubeconfig": str(cluster.kubeconfig),
+        "network": cluster.network.index,
+        "livekit": {"url": lk.url, "apiKey": lk.api_key, "apiSecret": lk.api_secret},
+        "procs": _proc_record("control-plane", cluster.control_plane.procs)
+        + _proc_record("node", cluster.node.procs)
+        + _proc_record("storage", [cluster.storage.proc])
+        + _proc_record("livekit", [lk.proc]),
     }
     state.write_text(json.dumps(record, indent=2))
-    print(_usage(args.state_dir, cp, lk))
+    print(_usage(args.state_dir, cluster, lk))
     return 0
 
 
-def _recorded(state_dir: Path) -> tuple[dict, list[Proc]]:
+def _recorded(state_dir: Path) -> tuple[dict, list[tuple[str, Proc]]]:
     record = json.loads((state_dir / STATE_FILE).read_text())
-    procs = [Proc(p["name"], p["pid"], p["argv"], Path(p["log"])) for p in record["procs"]]
+    procs = [
+        (p["group"], Proc(p["name"], p["pid"], p["argv"], Path(p["log"]))) for p in record["procs"]
+    ]
     return record, procs
 
 
@@ -106,20 +124,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("no local cluster is running")
         return 1
     record, procs = _recorded(args.state_dir)
-    for p in procs:
+    for _, p in procs:
         print(f"{p.name:26} pid {p.pid:<8} {'running' if p.alive() else 'STOPPED'}   log {p.log}")
     print(f"apiserver {record['server']}  kubeconfig {record['kubeconfig']}")
-    if record["livekit"]:
-        print(f"livekit   {record['livekit']['url']}")
-    return 0 if all(p.alive() for p in procs) else 1
+    print(f"livekit   {record['livekit']['url']}")
+    return 0 if all(p.alive() for _, p in procs) else 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     if (args.state_dir / STATE_FILE).exists():
-        _, procs = _recorded(args.state_dir)
-        stop(list(reversed(procs)))
+        record, procs = _recorded(args.state_dir)
+        stop([p for group, p in procs if group == "livekit"])
+        cluster = LocalCluster(args.state_dir, {}, network=NodeNetwork(record["network"]))
+        cluster.control_plane.procs = [p for g, p in procs if g == "control-plane"]
+        cluster.node.procs = [p for g, p in procs if g == "node"]
+        cluster.storage.proc = next((p for g, p in procs if g == "storage"), None)
+        cluster.stop()  # also removes the node's containers, mounts and namespaces
         (args.state_dir / STATE_FILE).unlink()
-        print(f"stopped {len(procs)} processes")
+        print(f"stopped {len(procs)} processes and the node's containers")
     if args.purge and args.state_dir.exists():
         shutil.rmtree(args.state_dir)
         print(f"removed {args.state_dir}")
@@ -127,44 +149,75 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Foreground: control plane, livekit-server, the synthetic publisher and a stream pod
-    watching it, until Ctrl-C."""
-    if args.state_dir.exists():
-        shutil.rmtree(args.state_dir / "etcd", ignore_errors=True)  # a fresh cluster each demo
-    cp, lk = _start(args.state_dir, detach=False, livekit=True)
-    assert lk is not None
-    room = "demo"
-    pub = spawn_publisher(lk.url, lk.api_key, lk.api_secret, room, cp.log_dir)
-    pod = StreamPod(livekit_args(lk, room), args.state_dir / "recordings", cp.log_dir)
-    try:
-        pod.start()
-    except BaseException:
-        stop([pub])
-        lk.stop()
-        cp.stop()
-        raise
-    print(_usage(args.state_dir, cp, lk))
-    print(f"  synthetic publisher: room '{room}' on {lk.url} (log {pub.log})")
-    print(f"  stream pod: open {pod.url}/ to watch; WebSocket {pod.ws_url}")
-    print(f"  record:  curl -XPOST {pod.url}/recordings -H 'Authorization: Bearer {pod.token}' \\")
-    body = '{"name": "demo", "format": "av1"}'
-    print(f"             -H 'content-type: application/json' -d '{body}'")
-    print(f"  recordings land in {pod.recordings}/<name>/")
-    print("Press Ctrl-C to stop.")
+    """Foreground: the cluster, livekit-server with the synthetic publisher, a pump.fun stand-in,
+    the operator installed by Helm, and the examples applied, until Ctrl-C."""
+    if args.state_dir.exists():  # a fresh cluster each demo
+        for sub in ("etcd", "node", "pki"):
+            shutil.rmtree(args.state_dir / sub, ignore_errors=True)
     done = threading.Event()
-    # Ctrl-C and SIGTERM end the wait; a second one during the clean-up does not cut it short.
+    # Ctrl-C and SIGTERM end the demo; a second one during the clean-up does not cut it short.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    procs = [*cp.procs, lk.proc, pub, pod.proc]
+    cluster, lk = _start(args.state_dir, detach=False)
+    pub: Proc | None = None
+    pumpfun = PumpFunStandIn(lk.api_key, lk.api_secret, host=cluster.network.host_ip)
     try:
+        stream = yaml.safe_load((EXAMPLES / "livestream.yaml").read_text())
+        mint = stream["spec"]["source"]["pumpfun"]["mintId"]
+        room = f"pump-{mint[:8]}"
+        pub = spawn_publisher(lk.url, lk.api_key, lk.api_secret, room, cluster.log_dir)
+        pumpfun.live[mint] = room  # the stand-in says this mint is live, in that room
+        pumpfun.start()
+        release.install(
+            cluster, release.values(cluster.images, pumpfun.url, lk.cluster_url, status_interval=2)
+        )
+        print(f"operator installed by Helm (release {release.RELEASE} in {release.NAMESPACE})")
+        _show_demo(args.state_dir, cluster, lk, stream, done)
+        print("Press Ctrl-C to stop.", flush=True)
+        procs = [*cluster.control_plane.procs, *cluster.node.procs, lk.proc, pub]
         while not done.is_set() and all(p.alive() for p in procs if p):
             done.wait(1)
     finally:
-        pod.stop()
-        stop([pub])
+        if pub:
+            stop([pub])
+        pumpfun.stop()
         lk.stop()
-        cp.stop()
+        cluster.stop()
     return 0
+
+
+def _show_demo(
+    state_dir: Path, cluster: LocalCluster, lk: LiveKitServer, stream: dict, done: threading.Event
+) -> None:
+    kubectl = [str(toolchain.binary_path("kubectl")), f"--kubeconfig={cluster.kubeconfig}"]
+    name = stream["metadata"]["name"]
+    run_checked([*kubectl, "apply", "-f", str(EXAMPLES / "livestream.yaml")])
+    run_checked(
+        [*kubectl, "wait", f"ls/{name}", "--for=condition=Ready", "--timeout=180s"], timeout=200
+    )
+    run_checked([*kubectl, "apply", "-f", str(EXAMPLES / "recording.yaml")])
+    recording = yaml.safe_load((EXAMPLES / "recording.yaml").read_text())["metadata"]["name"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not done.is_set():
+        phase = run_checked([*kubectl, "get", "rec", recording, "-o=jsonpath={.status.phase}"])
+        if phase == "Recording":
+            break
+        time.sleep(1)
+    print(run_checked([*kubectl, "get", "ls,rec", "-o", "wide"]))
+    service = json.loads(run_checked([*kubectl, "get", "svc", f"{name}-stream", "-o", "json"]))
+    address = f"{service['spec']['clusterIP']}:8080"
+    claim = json.loads(run_checked([*kubectl, "get", "pvc", f"{name}-recordings", "-o", "json"]))
+    pv = json.loads(run_checked([*kubectl, "get", "pv", claim["spec"]["volumeName"], "-o", "json"]))
+    print(_usage(state_dir, cluster, lk))
+    print(f"  viewer page:  http://{address}/   (the Service's ClusterIP; this host routes it)")
+    print(f"  WebSocket:    ws://{address}/stream")
+    print(f"  recording:    {pv['spec']['hostPath']['path']}/{recording}/ on the node's disk")
+    print(f"                (PVC {name}-recordings; stop it: kubectl patch rec {recording} "
+          """--type=merge -p '{"spec":{"stopped":true}}')""")  # fmt: skip
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    return images_mod.main(args.names)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -188,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build or find the cached Go binaries")
     build.add_argument("tools", nargs="*", metavar="TOOL", help=", ".join(toolchain.TOOLS))
-    up = sub.add_parser("up", help="start the cluster in the background")
-    up.add_argument("--no-livekit", action="store_true")
+    sub.add_parser("up", help="start the cluster in the background")
+    images = sub.add_parser("images", help="build or find the cached container images")
+    images.add_argument("names", nargs="*", metavar="IMAGE")
     sub.add_parser("status", help="show the cluster's processes")
     down = sub.add_parser("down", help="stop the cluster")
     down.add_argument("--purge", action="store_true", help="also delete its state directory")
@@ -197,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {
         "build": cmd_build,
+        "images": cmd_images,
         "up": cmd_up,
         "status": cmd_status,
         "down": cmd_down,

@@ -1,5 +1,9 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager
-and kube-scheduler, in the spirit of Kubernetes' own hack/local-up-cluster.sh."""
+"""A real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler, in the spirit of Kubernetes' own hack/local-up-cluster.sh.
+
+Without a node everything listens on loopback. With a node (see network.py) the apiserver
+listens on the host's end of the node's veth instead, the one address pods can reach.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,9 @@ import yaml
 
 from . import pki as pki_mod
 from . import toolchain
+from .network import NodeNetwork
 from .process import Proc, free_port, spawn, stop, wait_http
 
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"  # the `kubernetes` Service: first address of SERVICE_CIDR
 LOOPBACK = "127.0.0.1"
 
 
@@ -45,6 +48,7 @@ class ControlPlane:
 
     state_dir: Path
     detach: bool = False  # True: processes outlive this Python process (`up`)
+    network: NodeNetwork | None = None  # set when a node will join
     procs: list[Proc] = field(default_factory=list)
     apiserver_port: int = 0
 
@@ -61,8 +65,12 @@ class ControlPlane:
         return self.state_dir / "kubeconfig"
 
     @property
+    def address(self) -> str:
+        return self.network.host_ip if self.network else LOOPBACK
+
+    @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -81,7 +89,9 @@ class ControlPlane:
         )
         t0 = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        pki = pki_mod.create(self.state_dir / "pki", SERVICE_IP)
+        net = self.network or NodeNetwork()
+        extra_ips = [net.host_ip] if self.network else []
+        pki = pki_mod.create(self.state_dir / "pki", net.service_ip, extra_ips)
         timings: dict[str, float] = {}
         try:
             etcd_port, peer_port = free_port(), free_port()
@@ -110,7 +120,7 @@ class ControlPlane:
                 [
                     str(bins["kube-apiserver"]),
                     f"--etcd-servers={etcd_url}",
-                    f"--bind-address={LOOPBACK}",
+                    f"--bind-address={self.address}",
                     f"--secure-port={self.apiserver_port}",
                     f"--tls-cert-file={pki.path('apiserver.crt')}",
                     f"--tls-private-key-file={pki.path('apiserver.key')}",
@@ -118,11 +128,20 @@ class ControlPlane:
                     f"--service-account-key-file={pki.path('sa.pub')}",
                     f"--service-account-signing-key-file={pki.path('sa.key')}",
                     "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    f"--service-cluster-ip-range={net.service_cidr}",
                     "--authorization-mode=Node,RBAC",
+                    "--enable-admission-plugins=NodeRestriction",
                     "--allow-privileged=true",
-                    # Endpoints may not hold a loopback address; the node sets a real one.
-                    "--endpoint-reconciler-type=none",
+                    f"--kubelet-client-certificate={pki.path('apiserver-kubelet-client.crt')}",
+                    f"--kubelet-client-key={pki.path('apiserver-kubelet-client.key')}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                    *(
+                        # The `kubernetes` Service's endpoint: the address pods reach.
+                        [f"--advertise-address={self.network.host_ip}"]
+                        if self.network
+                        # Endpoints may not hold a loopback address: no endpoint at all.
+                        else ["--endpoint-reconciler-type=none"]
+                    ),
                     "--profiling=false",
                 ],
             )
@@ -151,7 +170,7 @@ class ControlPlane:
                         f"--root-ca-file={pki.ca_cert}",
                         f"--cluster-signing-cert-file={pki.ca_cert}",
                         f"--cluster-signing-key-file={pki.path('ca.key')}",
-                        f"--service-cluster-ip-range={SERVICE_CIDR}",
+                        f"--service-cluster-ip-range={net.service_cidr}",
                         "--use-service-account-credentials=true",
                     ],
                 ),

@@ -1,4 +1,5 @@
-"""A real livekit-server in development mode, listening on loopback only."""
+"""A real livekit-server in development mode, listening on loopback, and also on the host's end
+of the node's veth when pods must reach it (`cluster_address`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ API_SECRET = "haven-local-development-secret-0123456789"  # dev mode: 32+ chars 
 class LiveKitServer:
     state_dir: Path
     detach: bool = False
+    cluster_address: str | None = None  # an address pods reach (NodeNetwork.host_ip)
     port: int = 0
     proc: Proc | None = None
     api_key: str = API_KEY
@@ -30,14 +32,20 @@ class LiveKitServer:
         return f"ws://127.0.0.1:{self.port}"
 
     @property
+    def cluster_url(self) -> str:
+        """The URL pods on the node use."""
+        return f"ws://{self.cluster_address or '127.0.0.1'}:{self.port}"
+
+    @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> dict:
         udp_start = free_udp_port_range(20)
+        addresses = ["127.0.0.1", *([self.cluster_address] if self.cluster_address else [])]
         return {
             "port": self.port,
-            "bind_addresses": ["127.0.0.1"],
+            "bind_addresses": addresses,
             "development": True,
             "keys": {self.api_key: self.api_secret},
             "rtc": {
@@ -45,9 +53,9 @@ class LiveKitServer:
                 "port_range_start": udp_start,
                 "port_range_end": udp_start + 19,
                 "use_external_ip": False,
-                "node_ip": "127.0.0.1",
+                "node_ip": addresses[-1],
                 "enable_loopback_candidate": True,
-                "ips": {"includes": ["127.0.0.1/32"]},
+                "ips": {"includes": [f"{a}/32" for a in addresses]},
             },
             "turn": {"enabled": False},
             "logging": {"level": "info", "json": True},

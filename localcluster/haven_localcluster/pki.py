@@ -14,12 +14,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = dt.timedelta(days=365)
+NODE_NAME = "haven-node"
 
 # Client identities: file stem -> (user, groups). RBAC's bootstrap roles bind these users.
 CLIENTS: dict[str, tuple[str, list[str]]] = {
     "admin": ("kubernetes-admin", ["system:masters"]),
     "controller-manager": ("system:kube-controller-manager", []),
     "scheduler": ("system:kube-scheduler", []),
+    "kubelet": (f"system:node:{NODE_NAME}", ["system:nodes"]),
+    "kube-proxy": ("system:kube-proxy", []),
+    # The apiserver's identity towards kubelets (logs, exec, port-forward).
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ["system:masters"]),
 }
 
 

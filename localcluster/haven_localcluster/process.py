@@ -46,8 +46,9 @@ def free_udp_port_range(size: int) -> int:
 
 
 def _die_with_parent() -> None:
-    # The child gets SIGTERM when the process that started it dies, even by SIGKILL.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # The child is killed when the process that started it dies, even by SIGKILL. SIGKILL,
+    # not SIGTERM: an apiserver whose etcd died with it can hang in its graceful shutdown.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @dataclass
@@ -144,3 +145,11 @@ def wait_http(
     raise TimeoutError(
         f"{proc.name} not ready at {url} after {timeout}s ({last}):\n{proc.log_tail()}"
     )
+
+
+def run_checked(argv: Sequence[str], input: str | None = None, timeout: float = 180) -> str:
+    """Run a short command; its stdout, or a RuntimeError that carries its stderr."""
+    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} ... failed:\n{proc.stderr.strip()}")
+    return proc.stdout

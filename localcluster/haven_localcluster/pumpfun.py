@@ -36,13 +36,14 @@ class PumpFunStandIn:
     token_ttl: dt.timedelta = dt.timedelta(minutes=15)
     live: dict[str, str] = field(default_factory=dict)  # mint id -> LiveKit room
     joins: list[str] = field(default_factory=list)  # mint ids, one per join answered with a token
+    host: str = "127.0.0.1"  # or the node link's host address, for pods to reach it
     port: int = 0
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def app(self) -> FastAPI:
         app = FastAPI(title="pump.fun join stand-in")
@@ -70,9 +71,9 @@ class PumpFunStandIn:
         return app
 
     def start(self) -> None:
-        """Serve on 127.0.0.1 from a background thread."""
+        """Serve on `host` from a background thread."""
         self.port = free_port()
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(self.app(), host=self.host, port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)
         server = self._server
         self._thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

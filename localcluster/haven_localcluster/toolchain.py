@@ -24,6 +24,8 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.4"  # the etcd that k8s.io/kubernetes at KUBERNETES_VERSION requires
 LIVEKIT_VERSION = "v1.13.5"
 HELM_VERSION = "v3.22.0"
+LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
+COREDNS_VERSION = "v1.14.7"
 
 
 def _k8s_ldflags() -> str:
@@ -82,18 +84,29 @@ TOOLS: dict[str, Tool] = {
             "helm.sh/helm/v3/cmd/helm",
             f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
         ),
+        Tool(
+            "local-path-provisioner",
+            LOCAL_PATH_PROVISIONER_VERSION,
+            "local-path-provisioner",
+            "github.com/rancher/local-path-provisioner",
+        ),
+        Tool("coredns", COREDNS_VERSION, "coredns", "github.com/coredns/coredns"),
     ]
 }
 
-# What the control plane and the LiveKit fixture need; the node adds kubelet and kube-proxy.
+# What the local cluster (control plane, node, LiveKit) and the chart tests need.
 DEFAULT_TOOLS = (
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
+    "kubelet",
+    "kube-proxy",
     "livekit-server",
     "helm",
+    "local-path-provisioner",
+    "coredns",
 )
 
 

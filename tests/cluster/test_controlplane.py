@@ -10,7 +10,7 @@ import time
 import kubernetes
 import pytest
 
-from haven_localcluster.controlplane import ControlPlane
+from haven_localcluster.cluster import LocalCluster
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -120,14 +120,14 @@ def test_controller_manager_garbage_collects_owned_objects(api_client, namespace
     wait_until(gone, timeout=60)
 
 
-def test_rbac_denies_a_service_account_without_rights(kubectl, cluster: ControlPlane, namespace):
+def test_rbac_denies_a_service_account_without_rights(kubectl, cluster: LocalCluster, namespace):
     kubectl("create", "serviceaccount", "nobody", "-n", namespace)
     token = kubectl("create", "token", "nobody", "-n", namespace).stdout.strip()
 
     def list_pods() -> int:
         config = kubernetes.client.Configuration()
         config.host = cluster.server
-        config.ssl_ca_cert = str(cluster.pki.ca_cert)
+        config.ssl_ca_cert = str(cluster.control_plane.pki.ca_cert)
         config.api_key = {"authorization": f"Bearer {token}"}
         core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
         try:
@@ -146,14 +146,21 @@ def test_rbac_denies_a_service_account_without_rights(kubectl, cluster: ControlP
     wait_until(lambda: list_pods() == 200, timeout=30)
 
 
-def test_every_component_listens_on_loopback_only(cluster: ControlPlane):
-    pids = {str(p.pid) for p in cluster.procs}
+def test_every_component_listens_on_loopback_or_the_node_link_only(cluster: LocalCluster):
+    """The host's sockets are on loopback, but for the apiserver, which listens on the host's
+    end of the node's veth; the node's own (kubelet, kube-proxy, containerd) are in its netns."""
+    procs = cluster.control_plane.procs + ([cluster.storage.proc] if cluster.storage.proc else [])
+    pids = {str(p.pid) for p in cluster.control_plane.procs}
     out = subprocess.run(["ss", "-Htlnup"], capture_output=True, text=True, check=True).stdout
-    ours = [line for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
+    ours = [line for line in out.splitlines() if any(f"pid={p.pid}," in line for p in procs)]
     assert len(ours) >= len(pids), out  # each component serves at least one port
+    allowed = ("127.0.0.1:", f"{cluster.network.host_ip}:")
     for line in ours:
         local = line.split()[4]
-        assert local.startswith("127.0.0.1:"), line
+        assert local.startswith(allowed), line
+    assert any(f"{cluster.network.host_ip}:" in line for line in ours)  # the apiserver
+    node_pids = {p.pid for p in cluster.node.procs}
+    assert not [line for line in out.splitlines() if any(f"pid={p}," in line for p in node_pids)]
 
 
 @pytest.mark.parametrize("path", ["/readyz", "/livez"])

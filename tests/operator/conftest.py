@@ -1,19 +1,21 @@
-"""The operator as a real process against the real local control plane."""
+"""The operator as users run it: installed by the Helm chart into the local cluster, from the
+image built from operator/Dockerfile, with the chart's RBAC and its ServiceAccount token."""
 
 from __future__ import annotations
 
-import sys
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from haven_localcluster.controlplane import ControlPlane
-from haven_localcluster.process import Proc, free_port, spawn, stop
+from haven_localcluster import release
+from haven_localcluster.pumpfun import PumpFunStandIn
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
+OPERATOR_NAMESPACE = release.NAMESPACE
+SELECTOR = "app.kubernetes.io/name=haven-operator"
 
 
 @pytest.fixture(scope="session")
@@ -25,57 +27,63 @@ def crds(kubectl):
         )
 
 
+@pytest.fixture(scope="session")
+def pumpfun(livekit_server, cluster) -> Iterator[PumpFunStandIn]:
+    """The pump.fun join API stand-in, where pods reach it."""
+    server = PumpFunStandIn(
+        livekit_server.api_key, livekit_server.api_secret, host=cluster.network.host_ip
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
 class Operator:
-    def __init__(self, cluster: ControlPlane, log_dir: Path, env: dict[str, str]) -> None:
-        self.cluster, self.log_dir, self.env = cluster, log_dir, env
-        self.proc: Proc | None = None
-        self.health = 0
-        self.starts = 0
+    """The chart's operator Deployment; `kill` deletes its pod outright, `start` waits for the
+    replacement to be Ready."""
 
-    def start(self) -> Operator:
-        self.health = free_port()
-        self.starts += 1
-        argv = [
-            sys.executable, "-m", "haven_operator", "--log-format", "plain",
-            "--liveness", f"http://127.0.0.1:{self.health}/healthz",
-        ]  # fmt: skip
-        env = {
-            "KUBECONFIG": str(self.cluster.kubeconfig),
-            "HAVEN_STATUS_INTERVAL": "1",
-            "HAVEN_METRICS_PORT": "0",
-            "HAVEN_POD_ADDRESS": "pod-ip",
-            **self.env,
-        }
-        self.proc = spawn(f"operator-{self.starts}", argv, self.log_dir, env=env)
-        deadline = time.monotonic() + 30
+    def __init__(self, cluster, kubectl) -> None:
+        self.cluster, self.kubectl = cluster, kubectl
+
+    def pods(self) -> list[dict]:
+        out = self.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", SELECTOR, "-o", "json")
+        return json.loads(out.stdout)["items"]
+
+    def start(self, timeout: float = 120) -> Operator:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.alive(), self.proc.log_tail()
-            try:
-                if (
-                    httpx.get(f"http://127.0.0.1:{self.health}/healthz", timeout=1).status_code
-                    == 200
-                ):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"operator not healthy:\n{self.proc.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop([self.proc])
-            self.proc = None
+            ready = [
+                p
+                for p in self.pods()
+                if not p["metadata"].get("deletionTimestamp")
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions", [])
+                )
+            ]
+            if ready:
+                return self
+            time.sleep(0.5)
+        raise TimeoutError(f"no Ready operator pod:\n{self.logs()}")
 
     def kill(self) -> None:
-        assert self.proc is not None and self.proc.popen is not None
-        self.proc.popen.kill()
-        self.proc.popen.wait()
-        self.proc = None
+        self.kubectl(
+            "delete", "pods", "-n", OPERATOR_NAMESPACE, "-l", SELECTOR,
+            "--grace-period=0", "--force", "--wait=false",
+        )  # fmt: skip
+
+    def logs(self) -> str:
+        result = self.kubectl(
+            "logs", "-n", OPERATOR_NAMESPACE, "-l", SELECTOR, "--tail=200", check=False
+        )
+        return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")
-def operator(cluster, crds, tmp_path_factory) -> Iterator[Operator]:
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"), {})
-    op.start()
+def operator(cluster, kubectl, crds, images, pumpfun, livekit_server) -> Iterator[Operator]:
+    release.install(
+        cluster, release.values(images, pumpfun.url, livekit_server.cluster_url, status_interval=1)
+    )
+    op = Operator(cluster, kubectl).start()
     yield op
-    op.stop()
+    release.uninstall(cluster)

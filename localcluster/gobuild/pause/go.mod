@@ -1,0 +1,3 @@
+module haven.local/pause
+
+go 1.24

@@ -1,0 +1,115 @@
+"""The node's network: a network namespace of its own, joined to the host by one veth pair.
+
+    host netns                          node netns (haven-node<N>)
+    10.250.N.1 (havenh<N>) ---veth--- 10.250.N.2 (eth0)
+      routes: pod CIDR and Service CIDR    kubelet, containerd, kube-proxy
+      via 10.250.N.2                        bridge haven0 10.244.N.1/24 --- pods
+
+The apiserver and livekit-server listen on 10.250.N.1, an address only the node's namespace
+can reach; kube-proxy's rules live inside the node namespace, so deleting that namespace
+removes them all. N picks non-overlapping addresses when two clusters run at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+NETNS_DIR = Path("/run/netns")
+MAX_NODES = 8
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+@dataclass(frozen=True)
+class NodeNetwork:
+    index: int = 0
+
+    @property
+    def netns(self) -> str:
+        return f"haven-node{self.index}"
+
+    @property
+    def netns_path(self) -> Path:
+        return NETNS_DIR / self.netns
+
+    @property
+    def host_if(self) -> str:
+        return f"havenh{self.index}"
+
+    @property
+    def host_ip(self) -> str:
+        return f"10.250.{self.index}.1"
+
+    @property
+    def node_ip(self) -> str:
+        return f"10.250.{self.index}.2"
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.index}.0/24"
+
+    @property
+    def service_cidr(self) -> str:
+        return f"10.{96 + self.index}.0.0/16"
+
+    @property
+    def service_ip(self) -> str:
+        """The `kubernetes` Service: the first address of the Service CIDR."""
+        return f"10.{96 + self.index}.0.1"
+
+    @property
+    def dns_ip(self) -> str:
+        return f"10.{96 + self.index}.0.10"
+
+    def exists(self) -> bool:
+        return self.netns_path.exists()
+
+    def nsenter(self) -> list[str]:
+        """Prefix that runs a command in the node's network namespace only (not its own mount
+        namespace, as `ip netns exec` would: kubelet and containerd must share mounts)."""
+        return ["nsenter", f"--net={self.netns_path}", "--"]
+
+    def create(self) -> None:
+        self.delete()  # a previous run killed outright leaves its namespace behind
+        ns, hif = self.netns, self.host_if
+        run("ip", "netns", "add", ns)
+        run("ip", "link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "addr", "add", f"{self.host_ip}/30", "dev", hif)
+        run("ip", "link", "set", hif, "up")
+        run("ip", "-n", ns, "addr", "add", f"{self.node_ip}/30", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "route", "add", "default", "via", self.host_ip)
+        for cidr in (self.pod_cidr, self.service_cidr):
+            run("ip", "route", "replace", cidr, "via", self.node_ip, "dev", hif)
+        # Inside the node: route between pods and the veth, and let iptables see bridged
+        # traffic, so a pod reaching a Service backed by a pod on the same bridge gets replies.
+        for key in ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"):
+            run("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=1")
+
+    def delete(self) -> None:
+        for cidr in (self.pod_cidr, self.service_cidr):
+            run("ip", "route", "del", cidr, check=False)
+        run("ip", "link", "del", self.host_if, check=False)
+        if self.exists():
+            run("ip", "netns", "delete", self.netns, check=False)
+
+    def in_use(self) -> bool:
+        """Some process (a node's kubelet, containerd, kube-proxy) still lives in it."""
+        return self.exists() and bool(run("ip", "netns", "pids", self.netns, check=False).stdout)
+
+
+def free_network() -> NodeNetwork:
+    """The first node network no live node uses; a dead node's leftovers are reused."""
+    for index in range(MAX_NODES):
+        net = NodeNetwork(index)
+        if not net.in_use():
+            return net
+    raise RuntimeError(f"all {MAX_NODES} node networks are in use: see `ip netns`")

@@ -1,0 +1,264 @@
+"""End to end on the local cluster: the chart's operator, the stream-pod image on the node, a
+real livekit-server with the synthetic publisher, recordings on a real PersistentVolume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import websockets
+
+from haven_localcluster.mediacheck import analyze
+from tests.recorder.conftest import decode_video_message
+
+from .conftest import OPERATOR_NAMESPACE
+
+
+def wait_for(fn, timeout: float = 90, interval: float = 0.5):
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"not true after {timeout}s: {last!r}"[:3000])
+
+
+def apply(kubectl, namespace: str, *objs: dict) -> None:
+    for obj in objs:
+        kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj))
+
+
+def get(kubectl, namespace: str, *what: str) -> dict:
+    result = kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def status(kubectl, namespace: str, kind: str, name: str) -> dict:
+    return get(kubectl, namespace, kind, name).get("status", {})
+
+
+def condition(st: dict, type_: str) -> dict:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def credentials(livekit_server) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "livekit"},
+        "stringData": {"apiKey": livekit_server.api_key, "apiSecret": livekit_server.api_secret},
+    }
+
+
+def livestream(name: str, livekit_server, room: str, **spec) -> dict:
+    source = {
+        "livekit": {
+            "url": livekit_server.cluster_url,
+            "room": room,
+            "credentialsSecretRef": {"name": "livekit"},
+        }
+    }
+    return {
+        "apiVersion": "streams.haven.dev/v1alpha1",
+        "kind": "LiveStream",
+        "metadata": {"name": name},
+        "spec": {"source": source, **spec},
+    }
+
+
+def recording(name: str, stream: str, **spec) -> dict:
+    return {
+        "apiVersion": "streams.haven.dev/v1alpha1",
+        "kind": "Recording",
+        "metadata": {"name": name},
+        "spec": {"liveStreamRef": {"name": stream}, **spec},
+    }
+
+
+def wait_live(kubectl, namespace: str, name: str) -> dict:
+    kubectl("wait", "-n", namespace, f"ls/{name}", "--for=condition=Ready", "--timeout=180s")
+    return status(kubectl, namespace, "ls", name)
+
+
+def wait_phase(kubectl, namespace: str, name: str, phase: str, timeout: float = 90) -> dict:
+    return wait_for(
+        lambda: (s := status(kubectl, namespace, "rec", name)).get("phase") == phase and s,
+        timeout=timeout,
+    )
+
+
+def volume_dir(kubectl, namespace: str, claim: str) -> Path:
+    """Where a claim's volume lives on the node (local-path: a host directory)."""
+    pv_name = get(kubectl, namespace, "pvc", claim)["spec"]["volumeName"]
+    return Path(get(kubectl, "", "pv", pv_name)["spec"]["hostPath"]["path"])
+
+
+async def _frame_counters(url: str, count: int) -> list[int | None]:
+    counters = []
+    async with websockets.connect(url, max_size=None) as ws:
+        while len(counters) < count:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=20))
+            if msg["type"] == "video_frame":
+                counters.append(decode_video_message(json.dumps(msg))[0])
+    return counters
+
+
+def test_a_livestream_goes_live_and_its_service_serves_frames(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    apply(
+        kubectl,
+        namespace,
+        credentials(livekit_server),
+        livestream("cam", livekit_server, publisher),
+    )
+    st = wait_live(kubectl, namespace, "cam")
+    assert st["phase"] == "Live" and st["participant"] == "synthetic-publisher"
+    assert st["video"]["width"] == 1280 and st["video"]["height"] == 720
+    assert condition(st, "SourceConnected")["status"] == "True"
+    assert condition(st, "StorageBound")["status"] == "True"
+    printed = kubectl("get", "-n", namespace, "ls", "cam").stdout
+    assert "Live" in printed and f"livekit:{publisher}" in printed
+
+    # A viewer in the cluster's network reaches the pod through its Service's ClusterIP.
+    service = get(kubectl, namespace, "service", "cam-stream")
+    url = f"ws://{service['spec']['clusterIP']}:8080/stream"
+    counters = asyncio.run(_frame_counters(url, 10))
+    decoded = [c for c in counters if c is not None]
+    assert len(decoded) >= 8 and decoded == sorted(decoded) and decoded[-1] > decoded[0]
+    st = wait_for(lambda: (s := status(kubectl, namespace, "ls", "cam")).get("viewers") == 0 and s)
+
+
+def test_a_recording_runs_stops_and_leaves_a_file_that_decodes(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    apply(
+        kubectl,
+        namespace,
+        credentials(livekit_server),
+        livestream("cam", livekit_server, publisher),
+    )
+    wait_live(kubectl, namespace, "cam")
+    apply(kubectl, namespace, recording("clip", "cam", format="h264", quality="low"))
+    wait_for(
+        lambda: (
+            (s := status(kubectl, namespace, "rec", "clip")).get("durationSeconds", 0) >= 4 and s
+        )
+    )
+    assert status(kubectl, namespace, "rec", "clip")["phase"] == "Recording"
+    kubectl(
+        "patch", "-n", namespace, "rec", "clip", "--type=merge", "-p", '{"spec":{"stopped":true}}'
+    )
+    st = wait_phase(kubectl, namespace, "clip", "Completed")
+    assert st["videoCodec"] == "h264" and st["audioCodec"] == "aac"
+    (part,) = st["files"]
+    path = volume_dir(kubectl, namespace, st["claimName"]) / part["path"]
+    assert path.stat().st_size == part["sizeBytes"] == st["bytesWritten"]
+    report = analyze(path)
+    assert report.error is None and report.video_codec == "h264"
+    assert abs(report.duration - st["durationSeconds"]) < 1.5, (report.duration, st)
+    assert report.video_frames >= 4 * 25
+
+
+def test_a_recording_for_a_missing_livestream_starts_once_it_appears(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    apply(kubectl, namespace, recording("early", "later", format="h264", quality="low"))
+    st = wait_for(lambda: (s := status(kubectl, namespace, "rec", "early")).get("phase") and s)
+    assert st["phase"] == "Pending"
+    assert condition(st, "LiveStreamReady")["reason"] == "LiveStreamNotFound"
+    apply(
+        kubectl,
+        namespace,
+        credentials(livekit_server),
+        livestream("later", livekit_server, publisher),
+    )
+    wait_phase(kubectl, namespace, "early", "Recording", timeout=180)
+
+
+def test_a_killed_stream_pod_resumes_the_recording_into_a_second_part(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    apply(
+        kubectl,
+        namespace,
+        credentials(livekit_server),
+        livestream("cam", livekit_server, publisher),
+    )
+    wait_live(kubectl, namespace, "cam")
+    apply(kubectl, namespace, recording("long", "cam", format="h264", quality="low"))
+    first = wait_for(
+        lambda: (
+            (s := status(kubectl, namespace, "rec", "long")).get("durationSeconds", 0) >= 4 and s
+        )
+    )
+    pod = get(kubectl, namespace, "ls", "cam")["status"]["podName"]
+    kubectl("delete", "pod", "-n", namespace, pod, "--grace-period=0", "--force")
+    resumed = wait_for(
+        lambda: (
+            (s := status(kubectl, namespace, "rec", "long")).get("podUID") != first["podUID"]
+            and len(s.get("files", [])) == 2
+            and s["files"][1].get("durationSeconds", 0) >= 3
+            and s
+        ),
+        timeout=180,
+    )
+    assert resumed["phase"] == "Recording"
+    kubectl(
+        "patch", "-n", namespace, "rec", "long", "--type=merge", "-p", '{"spec":{"stopped":true}}'
+    )
+    st = wait_phase(kubectl, namespace, "long", "Completed")
+    directory = volume_dir(kubectl, namespace, st["claimName"])
+    assert [Path(f["path"]).name for f in st["files"]] == [
+        "long-part001.mp4",
+        "long-part002.mp4",
+    ]
+    for part in st["files"]:
+        report = analyze(directory / part["path"])
+        assert report.video_frames > 25, (part, report.error)
+        assert report.video_codec == "h264"
+
+
+def test_deleting_a_livestream_finalizes_its_recordings_then_its_children(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    kept = livestream("kept", livekit_server, publisher)
+    dropped = livestream("dropped", livekit_server, publisher, storage={"reclaimPolicy": "Delete"})
+    apply(kubectl, namespace, credentials(livekit_server), kept, dropped)
+    for name in ("kept", "dropped"):
+        wait_live(kubectl, namespace, name)
+        apply(kubectl, namespace, recording(f"{name}-rec", name, format="h264", quality="low"))
+    for name in ("kept", "dropped"):
+        wait_phase(kubectl, namespace, f"{name}-rec", "Recording")
+    kept_claim = volume_dir(kubectl, namespace, "kept-recordings")
+
+    kubectl("delete", "-n", namespace, "ls", "kept", "dropped", "--timeout=120s")
+    for name in ("kept", "dropped"):
+        st = status(kubectl, namespace, "rec", f"{name}-rec")
+        assert st["phase"] == "Completed", st  # finalized before the LiveStream went
+        assert not get(kubectl, namespace, "deployment", f"{name}-stream")
+    wait_for(lambda: not get(kubectl, namespace, "pvc", "dropped-recordings"))
+    assert get(kubectl, namespace, "pvc", "kept-recordings")["status"]["phase"] == "Bound"
+    (part,) = status(kubectl, namespace, "rec", "kept-rec")["files"]
+    assert analyze(kept_claim / part["path"]).video_frames > 0
+
+
+def test_the_operator_runs_with_the_charts_rbac_through_its_service_account(kubectl, operator):
+    (pod,) = operator.pods()
+    assert pod["spec"]["serviceAccountName"] == "haven-operator"
+    assert pod["spec"]["automountServiceAccountToken"] is not False
+    account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:haven-operator"
+
+    def can(*args: str) -> bool:
+        result = kubectl("auth", "can-i", f"--as={account}", *args, check=False)
+        return result.stdout.strip() == "yes"
+
+    assert can("patch", "livestreams.streams.haven.dev", "-A")
+    assert can("create", "deployments.apps", "-n", "default")
+    assert not can("delete", "nodes")
+    assert not can("create", "clusterroles.rbac.authorization.k8s.io")
+    assert not can("escalate", "roles.rbac.authorization.k8s.io", "-n", "default")
+    assert "Traceback" not in operator.logs()
