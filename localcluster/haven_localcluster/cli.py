@@ -76,6 +76,8 @@ def _usage(state_dir: Path, cluster: LocalCluster, lk: LiveKitServer) -> str:
             f"  export PATH={_link_tools(state_dir)}:$PATH   # kubectl and helm, pinned",
             "  kubectl get nodes; kubectl get pods -A",
             f"  logs: {cluster.log_dir}/<component>.log",
+            f"  node network: {cluster.network.netns} (host {cluster.network.host_ip}, pods "
+            f"{cluster.network.pod_cidr}, Services {cluster.network.service_cidr})",
             f"  LiveKit: {lk.url} (from pods {lk.cluster_url})  api key {lk.api_key}  "
             f"secret {lk.api_secret}",
         ]

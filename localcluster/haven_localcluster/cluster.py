@@ -25,12 +25,15 @@ class LocalCluster:
     images: dict[str, Image]
     detach: bool = False
     network: NodeNetwork = field(default_factory=free_network)
+    audit: bool = False  # the apiserver's audit log, for the benchmarks
     control_plane: ControlPlane = field(init=False)
     node: Node = field(init=False)
     storage: LocalPathProvisioner = field(init=False)
 
     def __post_init__(self) -> None:
-        self.control_plane = ControlPlane(self.state_dir, self.detach, self.network)
+        self.control_plane = ControlPlane(
+            self.state_dir, self.detach, self.network, audit=self.audit
+        )
         self.node = Node(
             self.state_dir / "node", self.control_plane, self.network, self.images, self.detach
         )

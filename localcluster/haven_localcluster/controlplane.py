@@ -49,6 +49,7 @@ class ControlPlane:
     state_dir: Path
     detach: bool = False  # True: processes outlive this Python process (`up`)
     network: NodeNetwork | None = None  # set when a node will join
+    audit: bool = False  # log every request's metadata to <state_dir>/audit.log (benchmarks)
     procs: list[Proc] = field(default_factory=list)
     apiserver_port: int = 0
 
@@ -143,6 +144,7 @@ class ControlPlane:
                         else ["--endpoint-reconciler-type=none"]
                     ),
                     "--profiling=false",
+                    *self._audit_flags(),
                 ],
             )
             write_kubeconfig(
@@ -206,6 +208,25 @@ class ControlPlane:
             self.stop()
             raise
         return timings
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.state_dir / "audit-policy.yaml"
+        rule = {"level": "Metadata", "omitStages": ["RequestReceived"]}
+        policy.write_text(
+            yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [rule]})
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
 
     def stop(self) -> None:
         # Reverse order: clients first, etcd last.

@@ -13,6 +13,7 @@ removes them all. N picks non-overlapping addresses when two clusters run at onc
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,7 @@ class NodeNetwork:
         run("ip", "link", "del", self.host_if, check=False)
         if self.exists():
             run("ip", "netns", "delete", self.netns, check=False)
+        delete_orphan_pod_netns()
 
     def in_use(self) -> bool:
         """Some process (a node's kubelet, containerd, kube-proxy) still lives in it."""
@@ -113,3 +115,20 @@ def free_network() -> NodeNetwork:
         if not net.in_use():
             return net
     raise RuntimeError(f"all {MAX_NODES} node networks are in use: see `ip netns`")
+
+
+def delete_orphan_pod_netns(min_age: float = 60) -> list[str]:
+    """Delete pod network namespaces (cni-*) left with nothing but loopback: their node's
+    bridge is gone, so nothing can use them again. Young ones may be a live node's, mid-setup."""
+    deleted = []
+    for path in NETNS_DIR.glob("cni-*"):
+        try:
+            if time.time() - path.stat().st_mtime < min_age:
+                continue
+        except OSError:
+            continue
+        links = run("ip", "-n", path.name, "-o", "link", "show", check=False).stdout.splitlines()
+        if links and all(": lo:" in line for line in links):
+            run("ip", "netns", "delete", path.name, check=False)
+            deleted.append(path.name)
+    return deleted

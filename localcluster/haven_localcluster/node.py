@@ -322,13 +322,7 @@ class Node:
     def _kill_containers(self) -> None:
         """SIGKILL every process in the node's cgroups (what runs in its pods)."""
         for _ in range(50):
-            pids = {
-                int(pid)
-                for d in self._cgroup_dirs()
-                if d.exists()
-                for procs in d.rglob("cgroup.procs")
-                for pid in procs.read_text().split()
-            }
+            pids = {pid for d in self._cgroup_dirs() for pid in _cgroup_pids(d)}
             if not pids:
                 return
             for pid in pids:
@@ -338,12 +332,19 @@ class Node:
 
     def _remove_cgroups(self) -> None:
         for root in self._cgroup_dirs():
-            if root.exists():
-                for d in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-                    with contextlib.suppress(OSError):
-                        d.rmdir()
+            for dirpath, _, _ in os.walk(root, topdown=False):  # children first
                 with contextlib.suppress(OSError):
-                    root.rmdir()
+                    os.rmdir(dirpath)
+
+
+def _cgroup_pids(root: Path) -> set[int]:
+    """Every process in a cgroup tree (which may be shrinking meanwhile)."""
+    pids = set()
+    for dirpath, _, files in os.walk(root):
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError):
+                pids.update(int(p) for p in Path(dirpath, "cgroup.procs").read_text().split())
+    return pids
 
 
 def _kill_shims(socket: Path) -> None:

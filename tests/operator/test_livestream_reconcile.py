@@ -1,8 +1,8 @@
-"""The operator reconciles LiveStreams and Recordings on the real control plane: children with
-owner references and a hardened pod, status with conditions, restarts that converge.
+"""The operator reconciles LiveStreams and Recordings on the local cluster: children with owner
+references and a hardened pod, status with conditions, restarts that converge.
 
-These run without a node, so stream pods stay Pending; the end-to-end tests with running pods
-need the node."""
+The LiveStreams here point at a LiveKit server that does not exist, so their pods run but never
+go live; test_end_to_end.py has the ones that do."""
 
 from __future__ import annotations
 
@@ -98,19 +98,43 @@ def test_livestream_children_are_owned_hardened_and_reported(
     }
     assert len(base64.b64decode(secret["data"]["token"])) >= 32
 
-    # No node here: the pod stays Pending and the status says why, for this generation.
-    assert st["phase"] == "Pending" and st["source"] == "livekit:r1"
+    assert st["source"] == "livekit:r1"
+    assert st["endpoint"] == f"ws://cam-stream.{namespace}.svc.cluster.local:8080/stream"
+    # The credentials Secret is missing: the pod cannot start, and the status says why.
+    st = wait_for(
+        lambda: (s := status(kubectl, namespace, "ls", "cam")).get("phase") == "Failed" and s,
+        timeout=120,
+    )
+    pod_ready = condition(st, "PodReady")
+    assert pod_ready["reason"] == "CreateContainerConfigError"
+    assert 'secret "lk" not found' in pod_ready["message"]
+    assert condition(st, "Ready")["message"] == f"PodReady: {pod_ready['message']}"
+
+    # With the Secret, the pod runs, but its source's host does not resolve: not Ready, and
+    # the status says why, for this generation.
+    kubectl(
+        "create", "secret", "generic", "lk", "-n", namespace,
+        "--from-literal=apiKey=k", "--from-literal=apiSecret=s",
+    )  # fmt: skip
+    st = wait_for(
+        lambda: (
+            condition(s := status(kubectl, namespace, "ls", "cam"), "PodReady").get("status")
+            == "True"
+            and condition(s, "SourceConnected").get("status") == "False"
+            and s
+        ),
+        timeout=120,
+    )
+    assert st["phase"] in ("Connecting", "Reconnecting", "Offline"), st
     assert (
         st["observedGeneration"] == get(kubectl, namespace, "ls", "cam")["metadata"]["generation"]
     )
-    assert st["endpoint"] == f"ws://cam-stream.{namespace}.svc.cluster.local:8080/stream"
-    assert condition(st, "Ready")["status"] == "False"
-    assert condition(st, "PodReady")["status"] == "False"
-    assert condition(st, "StorageBound") == {
-        **condition(st, "StorageBound"),
-        "status": "False",
-        "reason": "ClaimPending",
-    }
+    assert condition(st, "StorageBound")["status"] == "True"
+    ready = condition(st, "Ready")
+    assert (
+        ready["status"] == "False" and ready["reason"] == condition(st, "SourceConnected")["reason"]
+    )
+    assert ready["message"].startswith("SourceConnected: ")
     events = kubectl(
         "get",
         "events",
@@ -198,8 +222,8 @@ def test_operator_restart_mid_reconcile_converges_without_duplicates(operator, k
     assert len([n for n in names if n.startswith("secret/")]) == 5
     if token is not None:  # the pod's control token survived the restart
         assert get(kubectl, namespace, "secret", "s0-control")["data"]["token"] == token
-    for i in range(5):
-        wait_for(lambda i=i: status(kubectl, namespace, "ls", f"s{i}").get("phase") == "Pending")
+    for i in range(5):  # each has a status, written by the operator for its generation
+        wait_for(lambda i=i: status(kubectl, namespace, "ls", f"s{i}").get("observedGeneration"))
 
 
 def test_recording_waits_for_its_livestream_with_a_reason(operator, kubectl, namespace):

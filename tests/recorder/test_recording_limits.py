@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import subprocess
 
 import pytest
@@ -44,6 +45,10 @@ async def test_a_full_disk_fails_the_recording_clearly_and_nothing_else(
     pod.wait_state("live")
     pod.start_recording(name="fills", format="h264", quality="high")
     pod.wait_recording("fills", "recording")
+    # Some fragments on disk first (h264 fragments end at keyframes), then fill the disk.
+    deadline = time.monotonic() + 30
+    while pod.recording("fills")["durationSeconds"] < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
     filler = small_disk / "filler"
     # Take all but a little of the disk: the recording runs into the wall within seconds.
     free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize

@@ -1,0 +1,191 @@
+"""How the operator scales: apply N LiveStreams at once and time until every one has its
+children and a status; the operator's RSS and CPU; apiserver requests per LiveStream (from
+the apiserver's audit log, by the operator's ServiceAccount); and the p50 latency from
+`kubectl apply` to the stream pod created, at idle.
+
+    .venv/bin/python bench/livestreams.py --count 200 --count 1000
+
+It starts a local cluster of its own and installs the chart as the demo does. The LiveStreams
+are suspended (no pods), so the node's capacity is not what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import kubernetes
+from common import cpu_seconds, print_table, rss_mb
+
+from haven_localcluster import release, toolchain
+from haven_localcluster.cluster import LocalCluster
+from haven_localcluster.images import ensure_images
+
+OPERATOR_USER = f"system:serviceaccount:{release.NAMESPACE}:haven-operator"
+GROUP, VERSION = "streams.haven.dev", "v1alpha1"
+
+
+def livestream(name: str, suspend: bool) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "LiveStream",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"pumpfun": {"mintId": "7GCihgDB8fe6KNjn2MYtkzZcRjQy3t9GHdC8uHYmW2hr"}},
+            "suspend": suspend,
+        },
+    }
+
+
+def operator_pid() -> int:
+    """The operator's process, as the host sees it inside its container."""
+    out = subprocess.run(["pgrep", "-f", "-n", "python -m haven_operator"], capture_output=True)
+    return int(out.stdout.split()[0])
+
+
+def audit_counts(log: Path) -> Counter:
+    counts: Counter = Counter()
+    with open(log) as f:
+        for line in f:
+            event = json.loads(line)
+            if event["user"]["username"] == OPERATOR_USER:
+                counts[event["verb"]] += 1
+    return counts
+
+
+def kubectl(cluster: LocalCluster, *args: str, input: str | None = None) -> str:
+    argv = [str(toolchain.binary_path("kubectl")), f"--kubeconfig={cluster.kubeconfig}", *args]
+    return subprocess.run(argv, input=input, capture_output=True, text=True, check=True).stdout
+
+
+def reconciled(custom: kubernetes.client.CustomObjectsApi, namespace: str, count: int) -> int:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "livestreams")["items"]
+    return sum(
+        1
+        for ls in items
+        if ls.get("status", {}).get("phase") == "Suspended"
+        and ls["status"].get("observedGeneration") == ls["metadata"]["generation"]
+    )
+
+
+def children_complete(core, apps, namespace: str, count: int) -> bool:
+    deployments = len(apps.list_namespaced_deployment(namespace).items)
+    services = len(core.list_namespaced_service(namespace).items)
+    claims = len(core.list_namespaced_persistent_volume_claim(namespace).items)
+    selector = "app.kubernetes.io/name=haven-stream"
+    secrets = len(core.list_namespaced_secret(namespace, label_selector=selector).items)
+    return min(deployments, services, claims, secrets) >= count
+
+
+def scale_run(cluster: LocalCluster, client, count: int) -> dict:
+    namespace = f"bench-{count}"
+    core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    core.create_namespace({"metadata": {"name": namespace}})
+    pid = operator_pid()
+    before = audit_counts(cluster.control_plane.audit_log)
+    cpu0 = cpu_seconds(pid)
+    manifests = "\n---\n".join(json.dumps(livestream(f"s{i:04d}", True)) for i in range(count))
+    t0 = time.monotonic()
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=manifests)
+    applied = time.monotonic() - t0
+    children_at = status_at = None
+    peak_rss = 0.0
+    while time.monotonic() - t0 < 900 and not (children_at and status_at):
+        peak_rss = max(peak_rss, rss_mb(pid))
+        if not children_at and children_complete(core, apps, namespace, count):
+            children_at = time.monotonic() - t0
+        if not status_at and reconciled(custom, namespace, count) >= count:
+            status_at = time.monotonic() - t0
+        time.sleep(1)
+    cpu = cpu_seconds(pid) - cpu0
+    time.sleep(10)  # steady state: what the status timers cost with nothing changing
+    after = audit_counts(cluster.control_plane.audit_log)
+    requests = sum(after.values()) - sum(before.values())
+    by_verb = {v: after[v] - before[v] for v in after if after[v] - before[v]}
+    idle_cpu0, idle_t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(20)
+    idle_cores = (cpu_seconds(pid) - idle_cpu0) / (time.monotonic() - idle_t0)
+    result = {
+        "LiveStreams": count,
+        "apply s": round(applied, 1),
+        "children s": round(children_at or float("nan"), 1),
+        "status s": round(status_at or float("nan"), 1),
+        "operator CPU s": round(cpu, 1),
+        "peak RSS MB": round(peak_rss, 1),
+        "requests/LS": round(requests / count, 1),
+        "idle cores": round(idle_cores, 3),
+    }
+    print(f"  requests by verb (until 10 s after status): {by_verb}", flush=True)
+    core.delete_namespace(namespace)
+    return result
+
+
+def apply_to_pod_latency(cluster: LocalCluster, client, runs: int) -> list[float]:
+    """Seconds from `kubectl apply` of a LiveStream to its pod's creation, seen by a watch."""
+    namespace = "bench-latency"
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespace({"metadata": {"name": namespace}})
+    latencies = []
+    for i in range(runs):
+        name = f"lat{i}"
+        seen = threading.Event()
+
+        def watch(name: str = name, seen: threading.Event = seen) -> None:
+            w = kubernetes.watch.Watch()
+            selector = f"streams.haven.dev/livestream={name}"
+            for _ in w.stream(core.list_namespaced_pod, namespace, label_selector=selector,
+                              timeout_seconds=60):  # fmt: skip
+                seen.set()
+                w.stop()
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        time.sleep(0.5)  # the watch is established
+        t0 = time.monotonic()
+        kubectl(cluster, "apply", "-n", namespace, "-f", "-",
+                input=json.dumps(livestream(name, False)))  # fmt: skip
+        if seen.wait(60):
+            latencies.append(time.monotonic() - t0)
+        kubectl(cluster, "delete", "-n", namespace, "ls", name, "--wait=false")
+        time.sleep(2)
+    core.delete_namespace(namespace)
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, action="append", help="LiveStreams per run")
+    parser.add_argument("--latency-runs", type=int, default=10)
+    args = parser.parse_args()
+    counts = args.count or [200, 1000]
+    images = ensure_images()
+    with tempfile.TemporaryDirectory(prefix="bench-ls-") as tmp:
+        cluster = LocalCluster(Path(tmp), images, audit=True)
+        cluster.start()
+        try:
+            release.install(cluster, release.values(images, "http://127.0.0.1:9", "ws://x", 5))
+            client = kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig))
+            kubectl(cluster, "apply", "--server-side", "-f", str(release.CHART / "crds"))
+            latencies = apply_to_pod_latency(cluster, client, args.latency_runs)
+            print(
+                f"apply -> pod created, {len(latencies)} runs at idle: "
+                f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                f"max {max(latencies) * 1000:.0f} ms",
+                flush=True,
+            )
+            rows = [scale_run(cluster, client, n) for n in counts]
+            print_table(rows)
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
