@@ -21,6 +21,7 @@ from haven_localcluster.process import Proc, stop
 from haven_localcluster.publisher import spawn_publisher
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
+pytest_plugins = ["tests.release_fixtures"]  # the chart's operator and gateway, pump.fun
 
 
 def report(config: pytest.Config, line: str) -> None:

@@ -38,9 +38,10 @@ BUILD_REQUIREMENTS = ("setuptools==84.2.1", "wheel==0.48.0")  # pyproject's buil
 REPOSITORY = "localhost/haven"
 ALL = ("pause", "coredns", "base", "recorder", "operator")
 # What each Dockerfile copies from the repository: the inputs of its image's key.
+COMMON_INPUTS = ("pyproject.toml", "constraints.txt", "README.md")
 DOCKERFILE_INPUTS = {
-    name: (f"{name}/Dockerfile", "pyproject.toml", "constraints.txt", "README.md", name)
-    for name in ("recorder", "operator")
+    "recorder": ("recorder", *COMMON_INPUTS),
+    "operator": ("operator", "gateway", *COMMON_INPUTS),  # the gateway shares its image
 }
 
 
@@ -183,7 +184,7 @@ def _wheelhouse(log: Path) -> Path:
             [
                 sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(tmp),
                 "-c", str(ROOT / "constraints.txt"), *BUILD_REQUIREMENTS,
-                f"{ROOT}[recorder,operator]",
+                f"{ROOT}[recorder,operator,gateway]",
             ],
             log,
         )  # fmt: skip

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "haven-streams"
 RELEASE, NAMESPACE = "haven", "haven-system"
+GATEWAY_SERVICE, GATEWAY_SECRET = "haven-gateway", f"{RELEASE}-gateway-token"
 
 
 def values(
@@ -39,6 +40,8 @@ def values(
             }
         },
         "pumpfun": {"apiURL": pumpfun_api_url, "livekitURL": pumpfun_livekit_url},
+        # The Haven Player API, with a bearer token the chart makes (Secret GATEWAY_SECRET).
+        "gateway": {"enabled": True, "auth": {"enabled": True}, "startTimeoutSeconds": 60},
     }
 
 

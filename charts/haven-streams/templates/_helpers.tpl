@@ -44,3 +44,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [events]
   verbs: [create, patch]
 {{- end -}}
+
+{{/* The gateway: its name, labels, the namespace its sessions live in, its token Secret. */}}
+{{- define "haven.gateway.name" -}}haven-gateway{{- end -}}
+
+{{- define "haven.gateway.labels" -}}
+app.kubernetes.io/name: haven-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "haven.gateway.selector" -}}
+app.kubernetes.io/name: haven-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "haven.gateway.namespace" -}}{{ .Values.gateway.namespace | default .Release.Namespace }}{{- end -}}
+
+{{- define "haven.gateway.secret" -}}{{ .Values.gateway.auth.secretName | default (printf "%s-gateway-token" .Release.Name) }}{{- end -}}

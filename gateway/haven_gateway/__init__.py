@@ -1,0 +1,1 @@
+"""The Haven Player API served from LiveStream and Recording custom resources."""
