@@ -206,16 +206,22 @@ def _show_demo(
             break
         time.sleep(1)
     print(run_checked([*kubectl, "get", "ls,rec", "-o", "wide"]))
-    service = json.loads(run_checked([*kubectl, "get", "svc", f"{name}-stream", "-o", "json"]))
-    address = f"{service['spec']['clusterIP']}:8080"
-    claim = json.loads(run_checked([*kubectl, "get", "pvc", f"{name}-recordings", "-o", "json"]))
-    pv = json.loads(run_checked([*kubectl, "get", "pv", claim["spec"]["volumeName"], "-o", "json"]))
+
+    def get(*what: str) -> dict:
+        return json.loads(run_checked([*kubectl, "get", *what, "-o", "json"]))
+
+    address = f"{get('svc', f'{name}-stream')['spec']['clusterIP']}:8080"
+    pv = get("pv", get("pvc", f"{name}-recordings")["spec"]["volumeName"])
+    gateway = get("svc", "-n", release.NAMESPACE, release.GATEWAY_SERVICE)
     print(_usage(state_dir, cluster, lk))
     print(f"  viewer page:  http://{address}/   (the Service's ClusterIP; this host routes it)")
     print(f"  WebSocket:    ws://{address}/stream")
     print(f"  recording:    {pv['spec']['hostPath']['path']}/{recording}/ on the node's disk")
     print(f"                (PVC {name}-recordings; stop it: kubectl patch rec {recording} "
           """--type=merge -p '{"spec":{"stopped":true}}')""")  # fmt: skip
+    print(f"  player API:   http://{gateway['spec']['clusterIP']}/docs   (bearer token: kubectl "
+          f"get secret -n {release.NAMESPACE} {release.GATEWAY_SECRET} "
+          "-o jsonpath='{.data.token}' | base64 -d)")  # fmt: skip
 
 
 def cmd_images(args: argparse.Namespace) -> int:

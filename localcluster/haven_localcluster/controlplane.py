@@ -73,6 +73,17 @@ class ControlPlane:
     def server(self) -> str:
         return f"https://{self.address}:{self.apiserver_port}"
 
+    def client_kubeconfig(self, stem: str, path: Path | None = None) -> Path:
+        """A kubeconfig for the client identity whose certificate is `<stem>.crt` in the PKI."""
+        return write_kubeconfig(
+            path or self.state_dir / f"{stem}.kubeconfig",
+            self.server,
+            self.pki.ca_cert,
+            self.pki.path(f"{stem}.crt"),
+            self.pki.path(f"{stem}.key"),
+            user=stem,
+        )
+
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
         ctx.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
@@ -147,13 +158,7 @@ class ControlPlane:
                     *self._audit_flags(),
                 ],
             )
-            write_kubeconfig(
-                self.kubeconfig,
-                self.server,
-                pki.ca_cert,
-                pki.path("admin.crt"),
-                pki.path("admin.key"),
-            )
+            self.client_kubeconfig("admin", self.kubeconfig)
             wait_http(
                 f"{self.server}/readyz", apiserver, timeout=90, ssl_context=self.ssl_context()
             )
@@ -178,14 +183,7 @@ class ControlPlane:
                 ),
                 ("kube-scheduler", "scheduler", []),
             ):
-                kubeconfig = write_kubeconfig(
-                    self.state_dir / f"{stem}.kubeconfig",
-                    self.server,
-                    pki.ca_cert,
-                    pki.path(f"{stem}.crt"),
-                    pki.path(f"{stem}.key"),
-                    user=stem,
-                )
+                kubeconfig = self.client_kubeconfig(stem)
                 port = free_port()
                 proc = self._spawn(
                     name,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from . import toolchain
-from .controlplane import ControlPlane, write_kubeconfig
+from .controlplane import ControlPlane
 from .network import NodeNetwork
 from .pki import NODE_NAME
 from .process import Proc, spawn, stop
@@ -71,6 +71,7 @@ def _kubelet_config(node: Node, pki_dir: Path) -> dict:
         "serializeImagePulls": False,
         "syncFrequency": "10s",
         "volumePluginDir": str(node.state_dir / "volume-plugins"),
+        "podLogsDir": str(node.state_dir / "pod-logs"),  # not /var/log/pods: the node's own
         "shutdownGracePeriod": "0s",
         "oomScoreAdj": 0,  # lowering it needs CAP_SYS_RESOURCE, which this machine withholds
         "logging": {"format": "text", "verbosity": 1},
@@ -198,7 +199,7 @@ class Node:
         self._kill_containers()
         _kill_shims(self.containerd_socket)
         self._remove_cgroups()
-        for sub in ("containerd", "cni", "cni-ipam", "kubelet", "volume-plugins"):
+        for sub in ("containerd", "cni", "cni-ipam", "kubelet", "volume-plugins", "pod-logs"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         try:
             (self.state_dir / "cni" / "10-haven.conflist").write_text(
@@ -217,14 +218,7 @@ class Node:
             timings["images"] = time.monotonic() - t0
 
             self._make_cgroup_root()
-            kubeconfig = write_kubeconfig(
-                self.state_dir / "kubelet.kubeconfig",
-                cp.server,
-                pki.ca_cert,
-                pki.path("kubelet.crt"),
-                pki.path("kubelet.key"),
-                user="kubelet",
-            )
+            kubeconfig = cp.client_kubeconfig("kubelet", self.state_dir / "kubelet.kubeconfig")
             kubelet_config = self.state_dir / "kubelet-config.yaml"
             kubelet_config.write_text(yaml.safe_dump(_kubelet_config(self, pki.dir)))
             kubelet = self._spawn(
@@ -239,13 +233,8 @@ class Node:
                     f"--node-ip={self.network.node_ip}",
                 ],
             )
-            proxy_kubeconfig = write_kubeconfig(
-                self.state_dir / "kube-proxy.kubeconfig",
-                cp.server,
-                pki.ca_cert,
-                pki.path("kube-proxy.crt"),
-                pki.path("kube-proxy.key"),
-                user="kube-proxy",
+            proxy_kubeconfig = cp.client_kubeconfig(
+                "kube-proxy", self.state_dir / "kube-proxy.kubeconfig"
             )
             proxy_config = self.state_dir / "kube-proxy-config.yaml"
             proxy_config.write_text(yaml.safe_dump(_kube_proxy_config(self, proxy_kubeconfig)))

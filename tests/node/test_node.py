@@ -109,9 +109,13 @@ def test_a_deployment_of_the_stream_pod_image_becomes_ready(
     pods = get_json(kubectl, namespace, "pods", "-l", "app=stream")["items"]
     assert len(pods) == 1
     ip = pods[0]["status"]["podIP"]
-    with urllib.request.urlopen(f"http://{ip}:8080/status", timeout=5) as resp:
-        status = json.load(resp)
-    assert status["state"] == "live", status
+
+    def pod_status() -> dict:
+        with urllib.request.urlopen(f"http://{ip}:8080/status", timeout=5) as resp:
+            return json.load(resp)
+
+    # Ready means serving; live follows once the publisher's first frames arrive.
+    wait_for(pod_status, lambda s: s["state"] == "live", timeout=60, what="the pod goes live")
     uid = kubectl("exec", "-n", namespace, pods[0]["metadata"]["name"], "--", "id", "-u").stdout
     assert uid.strip() == "10001"
 

@@ -83,6 +83,29 @@ def wait_live(kubectl, namespace: str, name: str) -> dict:
     return status(kubectl, namespace, "ls", name)
 
 
+def go_live(kubectl, namespace: str, livekit_server, room: str, *names: str) -> None:
+    """Apply LiveStreams on the room (with the LiveKit credentials) and wait until each is Live."""
+    streams = [livestream(name, livekit_server, room) for name in names]
+    apply(kubectl, namespace, credentials(livekit_server), *streams)
+    for name in names:
+        wait_live(kubectl, namespace, name)
+
+
+def wait_recorded(kubectl, namespace: str, name: str, seconds: float) -> dict:
+    """The Recording's status once it holds at least `seconds` of media."""
+    return wait_for(
+        lambda: (
+            (s := status(kubectl, namespace, "rec", name)).get("durationSeconds", 0) >= seconds
+            and s
+        )
+    )
+
+
+def stop(kubectl, namespace: str, name: str) -> None:
+    patch = '{"spec":{"stopped":true}}'
+    kubectl("patch", "-n", namespace, "rec", name, "--type=merge", "-p", patch)
+
+
 def wait_phase(kubectl, namespace: str, name: str, phase: str, timeout: float = 90) -> dict:
     return wait_for(
         lambda: (s := status(kubectl, namespace, "rec", name)).get("phase") == phase and s,
@@ -109,13 +132,8 @@ async def _frame_counters(url: str, count: int) -> list[int | None]:
 def test_a_livestream_goes_live_and_its_service_serves_frames(
     operator, kubectl, namespace, livekit_server, publisher
 ):
-    apply(
-        kubectl,
-        namespace,
-        credentials(livekit_server),
-        livestream("cam", livekit_server, publisher),
-    )
-    st = wait_live(kubectl, namespace, "cam")
+    go_live(kubectl, namespace, livekit_server, publisher, "cam")
+    st = status(kubectl, namespace, "ls", "cam")
     assert st["phase"] == "Live" and st["participant"] == "synthetic-publisher"
     assert st["video"]["width"] == 1280 and st["video"]["height"] == 720
     assert condition(st, "SourceConnected")["status"] == "True"
@@ -135,23 +153,10 @@ def test_a_livestream_goes_live_and_its_service_serves_frames(
 def test_a_recording_runs_stops_and_leaves_a_file_that_decodes(
     operator, kubectl, namespace, livekit_server, publisher
 ):
-    apply(
-        kubectl,
-        namespace,
-        credentials(livekit_server),
-        livestream("cam", livekit_server, publisher),
-    )
-    wait_live(kubectl, namespace, "cam")
+    go_live(kubectl, namespace, livekit_server, publisher, "cam")
     apply(kubectl, namespace, recording("clip", "cam", format="h264", quality="low"))
-    wait_for(
-        lambda: (
-            (s := status(kubectl, namespace, "rec", "clip")).get("durationSeconds", 0) >= 4 and s
-        )
-    )
-    assert status(kubectl, namespace, "rec", "clip")["phase"] == "Recording"
-    kubectl(
-        "patch", "-n", namespace, "rec", "clip", "--type=merge", "-p", '{"spec":{"stopped":true}}'
-    )
+    assert wait_recorded(kubectl, namespace, "clip", 4)["phase"] == "Recording"
+    stop(kubectl, namespace, "clip")
     st = wait_phase(kubectl, namespace, "clip", "Completed")
     assert st["videoCodec"] == "libx264" and st["audioCodec"] == "aac"  # the encoders
     (part,) = st["files"]
@@ -170,31 +175,16 @@ def test_a_recording_for_a_missing_livestream_starts_once_it_appears(
     st = wait_for(lambda: (s := status(kubectl, namespace, "rec", "early")).get("phase") and s)
     assert st["phase"] == "Pending"
     assert condition(st, "LiveStreamReady")["reason"] == "LiveStreamNotFound"
-    apply(
-        kubectl,
-        namespace,
-        credentials(livekit_server),
-        livestream("later", livekit_server, publisher),
-    )
+    go_live(kubectl, namespace, livekit_server, publisher, "later")
     wait_phase(kubectl, namespace, "early", "Recording", timeout=180)
 
 
 def test_a_killed_stream_pod_resumes_the_recording_into_a_second_part(
     operator, kubectl, namespace, livekit_server, publisher
 ):
-    apply(
-        kubectl,
-        namespace,
-        credentials(livekit_server),
-        livestream("cam", livekit_server, publisher),
-    )
-    wait_live(kubectl, namespace, "cam")
+    go_live(kubectl, namespace, livekit_server, publisher, "cam")
     apply(kubectl, namespace, recording("long", "cam", format="h264", quality="low"))
-    first = wait_for(
-        lambda: (
-            (s := status(kubectl, namespace, "rec", "long")).get("durationSeconds", 0) >= 4 and s
-        )
-    )
+    first = wait_recorded(kubectl, namespace, "long", 4)
     pod = get(kubectl, namespace, "ls", "cam")["status"]["podName"]
     kubectl("delete", "pod", "-n", namespace, pod, "--grace-period=0", "--force")
     resumed = wait_for(
@@ -207,9 +197,7 @@ def test_a_killed_stream_pod_resumes_the_recording_into_a_second_part(
         timeout=180,
     )
     assert resumed["phase"] == "Recording"
-    kubectl(
-        "patch", "-n", namespace, "rec", "long", "--type=merge", "-p", '{"spec":{"stopped":true}}'
-    )
+    stop(kubectl, namespace, "long")
     st = wait_phase(kubectl, namespace, "long", "Completed")
     directory = volume_dir(kubectl, namespace, st["claimName"])
     assert [Path(f["path"]).name for f in st["files"]] == [
