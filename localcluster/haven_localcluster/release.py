@@ -40,8 +40,14 @@ def values(
             }
         },
         "pumpfun": {"apiURL": pumpfun_api_url, "livekitURL": pumpfun_livekit_url},
-        # The Haven Player API, with a bearer token the chart makes (Secret GATEWAY_SECRET).
-        "gateway": {"enabled": True, "auth": {"enabled": True}, "startTimeoutSeconds": 60},
+        # The Haven Player API, with a bearer token the chart makes (Secret GATEWAY_SECRET),
+        # two replicas behind its Service: it keeps no state, so either answers alike.
+        "gateway": {
+            "enabled": True,
+            "replicas": 2,
+            "auth": {"enabled": True},
+            "startTimeoutSeconds": 60,
+        },
     }
 
 

@@ -32,20 +32,18 @@ class Gateway:
 
 @pytest.fixture(scope="session")
 def gateway(operator, kubectl) -> Gateway:
-    service = json.loads(
-        kubectl("get", "svc", "-n", release.NAMESPACE, release.GATEWAY_SERVICE, "-o", "json").stdout
-    )
-    secret = json.loads(
-        kubectl(
-            "get", "secret", "-n", release.NAMESPACE, release.GATEWAY_SECRET, "-o", "json"
-        ).stdout
-    )
+    def get(kind: str, name: str) -> dict:
+        return json.loads(kubectl("get", kind, "-n", release.NAMESPACE, name, "-o", "json").stdout)
+
     kubectl(
         "rollout", "status", "-n", release.NAMESPACE, f"deploy/{release.GATEWAY_SERVICE}",
         "--timeout=120s",
     )  # fmt: skip
+    deployment = get("deploy", release.GATEWAY_SERVICE)
+    assert deployment["status"]["readyReplicas"] == 2  # stateless: two replicas, one API
+    service = get("svc", release.GATEWAY_SERVICE)
+    token = base64.b64decode(get("secret", release.GATEWAY_SECRET)["data"]["token"]).decode()
     port = service["spec"]["ports"][0]["port"]
-    token = base64.b64decode(secret["data"]["token"]).decode()
     return Gateway(f"http://{service['spec']['clusterIP']}:{port}", token)
 
 
