@@ -30,6 +30,7 @@ from .sessions import (
     FINAL,
     MINT,
     InvalidMint,
+    SessionStopping,
     Store,
     check_mint,
     condition,
@@ -95,7 +96,10 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
 
     @app.post("/api/live-sessions/start", dependencies=api)
     async def start_session(body: MintRequest) -> dict:
-        stream, created = await call(store.create_stream, body.mint_id)
+        try:
+            stream, created = await call(store.create_stream, body.mint_id)
+        except SessionStopping as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"{exc}; try again shortly") from exc
         deadline = time.monotonic() + settings.start_timeout
         while True:
             phase = stream.get("status", {}).get("phase")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import time
 from typing import Any
 
 import kubernetes
@@ -23,6 +24,10 @@ FINAL = ("Completed", "Failed")
 
 class InvalidMint(ValueError):
     pass
+
+
+class SessionStopping(RuntimeError):
+    """The mint's LiveStream is still being deleted."""
 
 
 def check_mint(mint: str) -> str:
@@ -104,25 +109,32 @@ class Store:
     def streams(self) -> list[dict]:
         return self._list("livestreams")
 
-    def create_stream(self, mint: str) -> tuple[dict, bool]:
+    def create_stream(self, mint: str, timeout: float = 30) -> tuple[dict, bool]:
         """The mint's LiveStream, created if missing and resumed if suspended; and whether it
-        was created by this call."""
+        was created by this call. One still being deleted (a session just stopped) is waited
+        out, up to `timeout` seconds, then made anew."""
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "LiveStream",
             "metadata": {"name": stream_name(mint), "labels": {MINT_LABEL: mint, **MANAGED_BY}},
             "spec": {"source": {"pumpfun": {"mintId": mint}}},
         }
-        try:
-            created = self.api.create_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "livestreams", body
-            )
-            return created, True
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        existing = self.stream(mint)
-        assert existing is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                created = self.api.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "livestreams", body
+                )
+                return created, True
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            existing = self.stream(mint)
+            if existing is not None and not existing["metadata"].get("deletionTimestamp"):
+                break
+            if time.monotonic() > deadline:
+                raise SessionStopping(f"the session for mint {mint} is still stopping")
+            time.sleep(0.5)  # gone meanwhile, or going: create it again
         if existing["spec"].get("suspend"):
             existing = self.api.patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, "livestreams", stream_name(mint),

@@ -137,6 +137,9 @@ def test_bad_input_gets_a_4xx_with_a_reason(gateway, kubectl):
         not_live = api.post("/api/live-sessions/start", json={"mint_id": unknown})
         assert not_live.status_code == 404 and "not live" in not_live.json()["detail"]
         assert not get(kubectl, "ls", stream_name(unknown))  # nothing left behind
+        # At once again: the first attempt's LiveStream may still be going; same answer.
+        again = api.post("/api/live-sessions/start", json={"mint_id": unknown})
+        assert again.status_code == 404, again.text
         no_session = api.post("/api/recording/start", json={"mint_id": unknown})
         assert no_session.status_code == 409 and "no active live session" in no_session.text
         bad_format = api.post(
