@@ -178,6 +178,7 @@ class Node:
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         proc = spawn(name, self.network.nsenter() + argv, self.control_plane.log_dir,
                      detach=self.detach)  # fmt: skip
+        proc.argv = argv  # nsenter execs the command: the process is the command itself
         self.procs.append(proc)
         return proc
 
