@@ -24,6 +24,11 @@ Kubectl = Callable[..., subprocess.CompletedProcess]
 pytest_plugins = ["tests.release_fixtures"]  # the chart's operator and gateway, pump.fun
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `first` run first (the sort is stable: the rest keep their order)."""
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)
+
+
 def report(config: pytest.Config, line: str) -> None:
     """Print past pytest's output capture."""
     terminal = config.pluginmanager.get_plugin("terminalreporter")

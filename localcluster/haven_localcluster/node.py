@@ -297,17 +297,11 @@ class Node:
         _unmount_under(self.state_dir)
         self._remove_cgroups()
 
+    def containers(self) -> list[Container]:
+        return containers(self.containerd_socket)
+
     def _pod_netns(self) -> set[str]:
-        """The network namespaces of the pods containerd knows (its sandboxes' own, not the
-        /proc/<pid>/ns/net that the sandboxes' containers join)."""
-        paths = set()
-        for cid in self.ctr("containers", "ls", "-q", check=False).stdout.split():
-            info = self.ctr("containers", "info", cid, check=False)
-            with contextlib.suppress(ValueError, KeyError):
-                for ns in json.loads(info.stdout)["Spec"]["linux"]["namespaces"]:
-                    if ns["type"] == "network" and "/netns/" in ns.get("path", ""):
-                        paths.add(ns["path"])
-        return paths
+        return {c.netns for c in self.containers() if c.netns}
 
     def _kill_containers(self) -> None:
         """SIGKILL every process in the node's cgroups (what runs in its pods)."""
@@ -335,6 +329,32 @@ def _cgroup_pids(root: Path) -> set[int]:
             with contextlib.suppress(OSError):
                 pids.update(int(p) for p in Path(dirpath, "cgroup.procs").read_text().split())
     return pids
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    labels: dict[str, str]  # the CRI's: io.kubernetes.pod.namespace, .name, ...
+    netns: str | None  # a sandbox's own network namespace; None for the containers joining it
+
+
+def containers(socket: Path) -> list[Container]:
+    """What the containerd at `socket` runs for the kubelet's pods."""
+    ctr = ["ctr", f"--address={socket}", f"--namespace={CRI_NAMESPACE}", "containers"]
+    found = []
+    listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True).stdout
+    for cid in listed.split():
+        info = subprocess.run([*ctr, "info", cid], capture_output=True, text=True)
+        with contextlib.suppress(ValueError, KeyError):  # removed meanwhile
+            spec = json.loads(info.stdout)
+            paths = [
+                ns.get("path", "")
+                for ns in spec["Spec"]["linux"]["namespaces"]
+                if ns["type"] == "network"
+            ]
+            netns = next((p for p in paths if "/netns/" in p), None)  # not /proc/<pid>/ns/net
+            found.append(Container(cid, spec.get("Labels", {}), netns))
+    return found
 
 
 def _kill_shims(socket: Path) -> None:

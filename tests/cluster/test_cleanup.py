@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from haven_localcluster.node import containers
+
 START_AND_WAIT = """
 import json, sys, time
 from pathlib import Path
@@ -88,7 +90,8 @@ def _check_the_running_demo(demo: subprocess.Popen, tmp_path: Path) -> None:
     with urllib.request.urlopen(page, timeout=10) as resp:
         assert resp.status == 200 and b"<canvas" in resp.read()
     netns = next(line for line in output if "node network:" in line).split()[2]
-    pod_netns = _pod_netns(tmp_path / "node" / "containerd" / "containerd.sock")
+    socket = tmp_path / "node" / "containerd" / "containerd.sock"
+    pod_netns = {c.netns for c in containers(socket) if c.netns}
     assert len(pod_netns) >= 3, pod_netns  # CoreDNS, the operator, the stream pod
 
     os.killpg(demo.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
@@ -100,15 +103,3 @@ def _check_the_running_demo(demo: subprocess.Popen, tmp_path: Path) -> None:
     assert not Path(f"/run/netns/{netns}").exists()
     assert not [p for p in pod_netns if Path(p).exists()]
     assert not Path(f"/sys/fs/cgroup/memory/{netns}").exists()
-
-
-def _pod_netns(socket: Path) -> set[str]:
-    """The pod sandboxes' network namespaces, as the node's containerd knows them."""
-    ctr = ["ctr", f"--address={socket}", "--namespace=k8s.io", "containers"]
-    paths = set()
-    for cid in subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True).stdout.split():
-        info = subprocess.run([*ctr, "info", cid], capture_output=True, text=True).stdout
-        for ns in json.loads(info)["Spec"]["linux"]["namespaces"]:
-            if ns["type"] == "network" and "/netns/" in ns.get("path", ""):
-                paths.add(ns["path"])
-    return paths

@@ -17,6 +17,7 @@ from .conftest import livekit_args
 SECONDS = float(os.environ.get("HAVEN_SYNC_SECONDS", "600"))
 
 
+@pytest.mark.first  # a real-time measurement: before the operator and its pods load the node
 @pytest.mark.timeout(SECONDS + 300)
 async def test_no_av_drift_over_a_long_recording(livekit_server, publisher, stream_pod):
     pod = stream_pod(*livekit_args(livekit_server, publisher))
