@@ -12,20 +12,18 @@ removes them all. N picks non-overlapping addresses when two clusters run at onc
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .process import run
 
 NETNS_DIR = Path("/run/netns")
 MAX_NODES = 8
 
 
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
-    return proc
+def ip(*args: str, check: bool = True) -> str:
+    return run(["ip", *args], check=check).stdout
 
 
 @dataclass(frozen=True)
@@ -80,32 +78,32 @@ class NodeNetwork:
     def create(self) -> None:
         self.delete()  # a previous run killed outright leaves its namespace behind
         ns, hif = self.netns, self.host_if
-        run("ip", "netns", "add", ns)
-        run("ip", "link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        run("ip", "addr", "add", f"{self.host_ip}/30", "dev", hif)
-        run("ip", "link", "set", hif, "up")
-        run("ip", "-n", ns, "addr", "add", f"{self.node_ip}/30", "dev", "eth0")
-        run("ip", "-n", ns, "link", "set", "eth0", "up")
-        run("ip", "-n", ns, "link", "set", "lo", "up")
-        run("ip", "-n", ns, "route", "add", "default", "via", self.host_ip)
+        ip("netns", "add", ns)
+        ip("link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("addr", "add", f"{self.host_ip}/30", "dev", hif)
+        ip("link", "set", hif, "up")
+        ip("-n", ns, "addr", "add", f"{self.node_ip}/30", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "route", "add", "default", "via", self.host_ip)
         for cidr in (self.pod_cidr, self.service_cidr):
-            run("ip", "route", "replace", cidr, "via", self.node_ip, "dev", hif)
+            ip("route", "replace", cidr, "via", self.node_ip, "dev", hif)
         # Inside the node: route between pods and the veth, and let iptables see bridged
         # traffic, so a pod reaching a Service backed by a pod on the same bridge gets replies.
         for key in ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"):
-            run("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=1")
+            ip("netns", "exec", ns, "sysctl", "-qw", f"{key}=1")
 
     def delete(self) -> None:
         for cidr in (self.pod_cidr, self.service_cidr):
-            run("ip", "route", "del", cidr, check=False)
-        run("ip", "link", "del", self.host_if, check=False)
+            ip("route", "del", cidr, check=False)
+        ip("link", "del", self.host_if, check=False)
         if self.exists():
-            run("ip", "netns", "delete", self.netns, check=False)
+            ip("netns", "delete", self.netns, check=False)
         delete_orphan_pod_netns()
 
     def in_use(self) -> bool:
         """Some process (a node's kubelet, containerd, kube-proxy) still lives in it."""
-        return self.exists() and bool(run("ip", "netns", "pids", self.netns, check=False).stdout)
+        return self.exists() and bool(ip("netns", "pids", self.netns, check=False))
 
 
 def free_network() -> NodeNetwork:
@@ -127,8 +125,8 @@ def delete_orphan_pod_netns(min_age: float = 60) -> list[str]:
                 continue
         except OSError:
             continue
-        links = run("ip", "-n", path.name, "-o", "link", "show", check=False).stdout.splitlines()
+        links = ip("-n", path.name, "-o", "link", "show", check=False).splitlines()
         if links and all(": lo:" in line for line in links):
-            run("ip", "netns", "delete", path.name, check=False)
+            ip("netns", "delete", path.name, check=False)
             deleted.append(path.name)
     return deleted

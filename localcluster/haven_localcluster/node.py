@@ -26,7 +26,7 @@ from . import toolchain
 from .controlplane import ControlPlane
 from .network import NodeNetwork
 from .pki import NODE_NAME
-from .process import Proc, spawn, stop
+from .process import Proc, run, spawn, stop
 
 if TYPE_CHECKING:
     from .images import Image
@@ -183,11 +183,7 @@ class Node:
         return proc
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        argv = ["ctr", f"--address={self.containerd_socket}", f"--namespace={CRI_NAMESPACE}"]
-        proc = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=300)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"ctr {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc
+        return ctr(self.containerd_socket, *args, check=check)
 
     def start(self) -> dict[str, float]:
         """Start containerd, import the images, start kubelet and kube-proxy, and wait until
@@ -338,13 +334,17 @@ class Container:
     netns: str | None  # a sandbox's own network namespace; None for the containers joining it
 
 
+def ctr(socket: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """containerd's `ctr`, in the CRI's namespace of the containerd at `socket`."""
+    argv = ["ctr", f"--address={socket}", f"--namespace={CRI_NAMESPACE}", *args]
+    return run(argv, check=check, timeout=300)
+
+
 def containers(socket: Path) -> list[Container]:
     """What the containerd at `socket` runs for the kubelet's pods."""
-    ctr = ["ctr", f"--address={socket}", f"--namespace={CRI_NAMESPACE}", "containers"]
     found = []
-    listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True).stdout
-    for cid in listed.split():
-        info = subprocess.run([*ctr, "info", cid], capture_output=True, text=True)
+    for cid in ctr(socket, "containers", "ls", "-q", check=False).stdout.split():
+        info = ctr(socket, "containers", "info", cid, check=False)
         with contextlib.suppress(ValueError, KeyError):  # removed meanwhile
             spec = json.loads(info.stdout)
             paths = [

@@ -147,9 +147,17 @@ def wait_http(
     )
 
 
+def run(
+    argv: Sequence[str], *, input: str | None = None, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess:
+    """Run a short command and capture its output; with `check`, a failure is a RuntimeError
+    that carries its stderr."""
+    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} ... failed:\n{proc.stderr.strip()}")
+    return proc
+
+
 def run_checked(argv: Sequence[str], input: str | None = None, timeout: float = 180) -> str:
     """Run a short command; its stdout, or a RuntimeError that carries its stderr."""
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])} ... failed:\n{proc.stderr.strip()}")
-    return proc.stdout
+    return run(argv, input=input, timeout=timeout).stdout
