@@ -25,6 +25,11 @@ from .process import Proc, spawn
 
 log = logging.getLogger("haven.publisher")
 
+# The audio source queues this far ahead, so a stall of this process shorter than it costs
+# nothing; after a longer one the audio skips ahead to the wall clock (AUDIO_MAX_LATE).
+AUDIO_QUEUE_MS = 500
+AUDIO_MAX_LATE = 0.03  # seconds
+
 
 def spawn_publisher(
     url: str, api_key: str, api_secret: str, room: str, log_dir: Path,
@@ -74,13 +79,23 @@ async def _video_loop(source: rtc.VideoSource, t0: float, stop: asyncio.Event) -
 
 
 async def _audio_loop(source: rtc.AudioSource, t0: float, stop: asyncio.Event) -> None:
-    # The source plays its queue out in real time and `capture_frame` waits while the queue
-    # is full, so the source's own clock paces this loop: sample s plays at t0 + s / rate,
-    # with no latency piling up when this process is briefly late.
+    # Sample s is due to leave the source at t0 + s / rate. The source plays its queue out in
+    # real time and `capture_frame` waits while the queue is full, so its clock paces this loop.
+    # When this process stalls for longer than the queue, the source runs dry and every later
+    # sample would leave late for good; like a capture device, the loop skips the samples it
+    # missed instead, muting a tone it joins halfway so no tone starts late.
     await asyncio.sleep(max(0.0, t0 - time.time()))
-    sample = 0
+    sample, muted_until = 0, 0
     while not stop.is_set():
+        late = time.time() + source.queued_duration - (t0 + sample / ts.SAMPLE_RATE)
+        if late > AUDIO_MAX_LATE:
+            skipped = int(late * ts.SAMPLE_RATE) // ts.AUDIO_FRAME_SAMPLES
+            sample += skipped * ts.AUDIO_FRAME_SAMPLES
+            muted_until = ts.tone_end(sample)
+            log.info("audio %.0f ms late: skipped %d frames", late * 1000, skipped)
         data = ts.audio_samples(sample)
+        if sample < muted_until:
+            data[:] = 0
         frame = rtc.AudioFrame(data.tobytes(), ts.SAMPLE_RATE, ts.CHANNELS, len(data))
         await source.capture_frame(frame)
         sample += len(data)
@@ -94,7 +109,7 @@ async def publish(url: str, access_token: str, stop: asyncio.Event) -> None:
     t0 = time.time() + 0.5
     await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
     video = rtc.VideoSource(ts.WIDTH, ts.HEIGHT)
-    audio = rtc.AudioSource(ts.SAMPLE_RATE, ts.CHANNELS, queue_size_ms=50)
+    audio = rtc.AudioSource(ts.SAMPLE_RATE, ts.CHANNELS, queue_size_ms=AUDIO_QUEUE_MS)
     video_track = rtc.LocalVideoTrack.create_video_track("test-pattern", video)
     audio_track = rtc.LocalAudioTrack.create_audio_track("test-tone", audio)
     video_opts = rtc.TrackPublishOptions(

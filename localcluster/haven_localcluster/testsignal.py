@@ -122,6 +122,14 @@ def audio_samples(first_sample: int, count: int = AUDIO_FRAME_SAMPLES) -> np.nda
     return np.where(in_tone, tone, 0).astype(np.int16)
 
 
+def tone_end(sample: int) -> int:
+    """The sample after the tone burst that `sample` is in, or `sample` if it is in silence."""
+    period = SAMPLE_RATE * FLASH_EVERY // FPS
+    offset = sample % period
+    tone = int(TONE_SECONDS * SAMPLE_RATE)
+    return sample - offset + tone if offset < tone else sample
+
+
 def tone_onsets(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> list[float]:
     """Seconds (from the first sample) at which a tone burst starts in mono s16 `samples`.
 

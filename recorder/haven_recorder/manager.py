@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,17 +20,17 @@ from enum import StrEnum
 from livekit import rtc
 
 from . import metrics
+from .clock import AudioClock, VideoClock
 from .fanout import FanOut
 from .frames import AudioFrame, VideoFrame
 from .sources import Source, SourceError
 
 log = logging.getLogger("haven.stream")
 
-# Audio timestamps run on the sample count, gently steered toward arrival time (a jitter
-# buffer stretches and shrinks audio as it adapts); a jump past this re-anchors the clock.
-AUDIO_REANCHOR_SECONDS = 0.2
-AUDIO_STEER = 0.02  # share of the clock error corrected per frame (about 0.5 s to settle)
-STATS_INTERVAL = 1.0  # seconds between jitter-buffer delay readings
+# The jitter-buffer delay is read this often; the median of the last few readings follows
+# its adaptation within about a second and ignores the odd reading around a stall.
+STATS_INTERVAL = 0.25  # seconds
+STATS_MEDIAN_OF = 5
 
 
 class StreamState(StrEnum):
@@ -103,8 +104,8 @@ class StreamManager:
         self._disconnected = asyncio.Event()
         self._stopping = False
         self._frame_times: deque[float] = deque(maxlen=60)
-        # Receive-side delay of each kind (seconds), from WebRTC's jitter-buffer statistics.
-        # Arrival time minus it is the capture time on our clock: that aligns audio and video.
+        # Receive-side delay of each kind (seconds), from WebRTC's jitter-buffer statistics;
+        # the clocks (see clock.py) subtract it so audio and video share one timeline.
         self.receive_delay: dict[int, float] = {}
 
     # -- state -------------------------------------------------------------------------------
@@ -314,6 +315,7 @@ class StreamManager:
 
     async def _poll_delay(self, track: rtc.Track) -> None:
         last: tuple[float, int] | None = None
+        readings: deque[float] = deque(maxlen=STATS_MEDIAN_OF)
         while True:
             await asyncio.sleep(STATS_INTERVAL)
             try:
@@ -327,21 +329,20 @@ class StreamManager:
                 inbound = s.inbound_rtp.inbound
                 now = (inbound.jitter_buffer_delay, inbound.jitter_buffer_emitted_count)
                 if last is not None and now[1] > last[1]:
-                    delay = (now[0] - last[0]) / (now[1] - last[1])
-                    old = self.receive_delay.get(track.kind)
-                    self.receive_delay[track.kind] = (
-                        delay if old is None else 0.7 * old + 0.3 * delay
-                    )
+                    readings.append((now[0] - last[0]) / (now[1] - last[1]))
+                    self.receive_delay[track.kind] = statistics.median(readings)
                 last = now
 
     async def _read_video(self, track: rtc.Track) -> None:
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=4)
+        clock = VideoClock()
         try:
             async for event in stream:
                 now = time.monotonic()
                 f = event.frame
                 delay = self.receive_delay.get(rtc.TrackKind.KIND_VIDEO, 0.0)
-                frame = VideoFrame(f.width, f.height, f.data, now - delay)
+                pts = clock.capture_time(now, event.timestamp_us, delay)
+                frame = VideoFrame(f.width, f.height, f.data, pts)
                 info = self.info
                 info.width, info.height, info.last_frame_time = f.width, f.height, time.time()
                 self._frame_times.append(now)
@@ -359,24 +360,12 @@ class StreamManager:
             track, sample_rate=self.sample_rate, num_channels=self.audio_channels, capacity=50
         )
         self.info.sample_rate, self.info.channels = self.sample_rate, self.audio_channels
-        anchor: float | None = None  # capture time of sample 0, on the monotonic clock
-        samples = 0
+        clock = AudioClock(self.sample_rate)
         try:
             async for event in stream:
                 f = event.frame
                 delay = self.receive_delay.get(rtc.TrackKind.KIND_AUDIO, 0.0)
-                captured = time.monotonic() - f.samples_per_channel / f.sample_rate - delay
-                if (
-                    anchor is None
-                    or abs(captured - (anchor + samples / f.sample_rate)) > AUDIO_REANCHOR_SECONDS
-                ):
-                    anchor, samples = captured, 0
-                else:
-                    anchor += (captured - (anchor + samples / f.sample_rate)) * AUDIO_STEER
-                expected = anchor + samples / f.sample_rate
-                samples += f.samples_per_channel
-                self.fanout.publish(
-                    AudioFrame(bytes(f.data), f.sample_rate, f.num_channels, expected)
-                )
+                pts = clock.capture_time(time.monotonic(), f.samples_per_channel, delay)
+                self.fanout.publish(AudioFrame(bytes(f.data), f.sample_rate, f.num_channels, pts))
         finally:
             await stream.aclose()

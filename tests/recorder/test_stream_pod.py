@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import signal
 import socket
 import statistics
 import time
@@ -136,6 +138,30 @@ async def test_recording_decodes_with_codec_duration_audio_and_sync(
     assert len(offsets) >= 3, (report.flashes, report.tones)
     assert statistics.median(abs(o) for o in offsets) <= 0.04, offsets
     assert max(abs(o) for o in offsets) <= 0.08, offsets
+
+
+async def test_a_pod_kept_off_the_cpu_keeps_audio_and_video_in_sync(
+    livekit_server, publisher, stream_pod
+):
+    """CPU contention delays frame deliveries; the clocks must not carry that into the file."""
+    pod = stream_pod(*livekit_args(livekit_server, publisher))
+    pod.wait_state("live")
+    pod.start_recording(name="stalled", format="h264")
+    pod.wait_recording("stalled", "recording")
+    assert pod.proc is not None
+    for _ in range(16):  # a 100 ms stall every 1.8 s: deliveries arrive late, in bursts
+        await asyncio.sleep(1.7)
+        os.kill(pod.proc.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.1)
+        os.kill(pod.proc.pid, signal.SIGCONT)
+    final = pod.stop_recording("stalled")
+    report = analyze(pod.recordings / final["parts"][0]["path"])
+    offsets = report.av_offsets()
+    print(f"stalled: A/V offsets (ms) {[round(o * 1000) for o in offsets]}")
+    assert report.error is None and len(offsets) >= 8, (report.flashes, report.tones)
+    # Clocks taken from arrival times measured a median near 40 ms here, and up to 70 ms.
+    assert statistics.median(abs(o) for o in offsets) <= 0.025, offsets
+    assert max(abs(o) for o in offsets) <= 0.060, offsets
 
 
 async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_part_2(

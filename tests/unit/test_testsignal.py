@@ -32,3 +32,12 @@ def test_tone_onsets_follow_the_flashes():
     period = ts.FLASH_EVERY / ts.FPS
     # The onset at sample 0 has no quiet window before it; the rest are found on the period.
     assert ts.tone_onsets(samples) == pytest.approx([period, 2 * period, 3 * period], abs=0.006)
+
+
+def test_tone_end_is_the_sample_after_the_burst_or_the_sample_itself():
+    period = ts.SAMPLE_RATE * ts.FLASH_EVERY // ts.FPS
+    tone = int(ts.TONE_SECONDS * ts.SAMPLE_RATE)
+    assert ts.tone_end(0) == tone
+    assert ts.tone_end(period + 10) == period + tone
+    assert ts.tone_end(period + tone) == period + tone  # silence: nothing to mute
+    assert not ts.audio_samples(ts.tone_end(period + 5), 100).any()
