@@ -45,17 +45,23 @@ class Kube:
         }[kind]
         return patch(name, namespace, manifest, **kwargs)
 
-    def create_if_missing(self, manifest: dict[str, Any]) -> bool:
+    def create_if_missing(self, manifest: dict[str, Any]) -> Any | None:
         """Create a Secret unless it exists: a new token must not replace the pod's.
 
-        Returns True if it was created."""
-        try:
-            self.core.create_namespaced_secret(manifest["metadata"]["namespace"], manifest)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        Returns None if it was created, else the Secret that exists."""
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        while True:
+            try:
+                self.core.create_namespaced_secret(namespace, manifest)
+                return None
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            try:
+                return self.core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:  # deleted since: create it after all
+                    raise
 
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         try:

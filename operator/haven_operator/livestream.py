@@ -53,8 +53,16 @@ def reconcile(
     kube, settings = memo.kube, memo.settings
     raw = dict(body)
     name, namespace = meta["name"], meta["namespace"]
-    if kube.create_if_missing(control_secret(raw, secrets.token_urlsafe(32))):
-        kopf.info(raw, reason="Created", message=f"control token Secret {names(name)['secret']}")
+    secret_name = names(name)["secret"]
+    existing = kube.create_if_missing(control_secret(raw, secrets.token_urlsafe(32)))
+    if existing is None:
+        kopf.info(raw, reason="Created", message=f"control token Secret {secret_name}")
+    elif meta["uid"] not in [o.uid for o in existing.metadata.owner_references or []]:
+        # A LiveStream of this name was deleted moments ago and the garbage collector has not
+        # yet removed its Secret: a pod started with that token would lose it. Wait it out.
+        raise kopf.TemporaryError(
+            f"Secret {secret_name} still belongs to a deleted LiveStream {name}", delay=2
+        )
     for manifest in (claim(raw), service(raw, settings), deployment(raw, settings)):
         kube.apply(manifest)
     ing = ingress(raw, settings)

@@ -31,6 +31,9 @@ log = logging.getLogger("haven.recording")
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 STATE_FILE = "recording.json"
+# Room kept beside the state file while a recording runs and given up for its final state, so
+# that state (say, DiskFull) reaches even a full volume and a restarted pod does not resume it.
+RESERVE_FILE, RESERVE_BYTES = ".reserve", 256 * 1024
 QUEUE_FRAMES = 240  # about 2 s of 30 fps video and its audio
 PERSIST_EVERY = 5.0  # seconds between progress writes to the state file
 
@@ -181,6 +184,8 @@ class Recording:
             self.progress.reason = "Resuming"
         self.progress.state = RecordingState.STARTING
         self.persist()
+        with contextlib.suppress(OSError), open(self.dir / RESERVE_FILE, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
         self._sub = self.fanout.subscribe(
             f"recording:{self.spec.name}", maxsize=QUEUE_FRAMES, audio=self.spec.audio
         )
@@ -314,6 +319,8 @@ class Recording:
         self._end_part()
         self.progress.state, self.progress.reason, self.progress.error = state, reason, error
         self.progress.stoppedAt = _now()
+        with contextlib.suppress(OSError):  # room for the final state, even on a full disk
+            (self.dir / RESERVE_FILE).unlink()
         self.persist()
         log.info("recording %s %s (%s)", self.spec.name, state, reason)
 

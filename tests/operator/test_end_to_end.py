@@ -234,6 +234,27 @@ def test_deleting_a_livestream_finalizes_its_recordings_then_its_children(
     assert analyze(kept_claim / part["path"]).video_frames > 0
 
 
+def test_a_livestream_deleted_and_created_again_under_its_name_goes_live(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    """The gateway stops and starts a mint this way: the new LiveStream must not take over a
+    child of the old one that the garbage collector is about to remove."""
+    go_live(kubectl, namespace, livekit_server, publisher, "again")
+    # Hold the old control Secret as a slow garbage collector would (a loaded cluster did).
+    hold = '{"metadata":{"finalizers":["streams.haven.dev/test-hold"]}}'
+    kubectl("patch", "-n", namespace, "secret", "again-control", "--type=merge", "-p", hold)
+    kubectl("delete", "-n", namespace, "ls", "again", "--timeout=120s")  # returns once gone
+    apply(kubectl, namespace, livestream("again", livekit_server, publisher))
+    time.sleep(5)  # the operator meets the old Secret
+    release = '{"metadata":{"finalizers":null}}'
+    kubectl("patch", "-n", namespace, "secret", "again-control", "--type=merge", "-p", release)
+    wait_live(kubectl, namespace, "again")
+    uid = get(kubectl, namespace, "ls", "again")["metadata"]["uid"]
+    for kind, name in [("secret", "again-control"), ("deployment", "again-stream")]:
+        owners = get(kubectl, namespace, kind, name)["metadata"]["ownerReferences"]
+        assert [o["uid"] for o in owners] == [uid], (kind, owners)
+
+
 def test_the_operator_runs_with_the_charts_rbac_through_its_service_account(kubectl, operator):
     (pod,) = operator.pods()
     assert pod["spec"]["serviceAccountName"] == "haven-operator"

@@ -55,6 +55,9 @@ async def test_a_full_disk_fails_the_recording_clearly_and_nothing_else(
     filler.write_bytes(b"\0" * max(0, free - 200_000))
     failed = await asyncio.to_thread(pod.wait_recording, "fills", "failed", 60)
     assert failed["reason"] == "DiskFull" and "disk full" in failed["error"], failed
+    # The volume says so too, so a restarted pod does not resume it.
+    saved = json.loads((small_disk / "fills" / "recording.json").read_text())
+    assert (saved["state"], saved["reason"]) == ("failed", "DiskFull"), saved
 
     # The stream and its viewers carry on.
     assert pod.status()["state"] == "live"
