@@ -24,7 +24,11 @@ class MediaReport:
     last_video: float | None = None
     audio_seconds: float = 0.0
     counters: list[int | None] = field(default_factory=list)
-    flashes: list[float] = field(default_factory=list)  # media time of each flash frame
+    # Media time of each flash: a white frame, or where the publisher's encoder dropped that
+    # frame (libvpx drops some of these costly scene changes), the first frame after it less
+    # its distance by counter.
+    flashes: list[float] = field(default_factory=list)
+    inferred_flashes: int = 0  # how many of `flashes` were inferred
     tones: list[float] = field(default_factory=list)  # media time of each tone onset
     error: str | None = None  # set when decoding stopped early (a truncated file)
 
@@ -44,9 +48,22 @@ class MediaReport:
         return offsets
 
 
+# How many frames after a dropped flash frame may stand in for it.
+INFER_FRAMES = 3
+
+
+def _flash_time(t: float, counter: int | None, white: bool) -> tuple[float, bool] | None:
+    """The flash time this frame shows, and whether it is inferred; None if it shows none."""
+    if counter is None or ts.is_flash(counter):
+        return (t, False) if white else None
+    since = counter % ts.FLASH_EVERY
+    return (t - since / ts.FPS, True) if since <= INFER_FRAMES else None
+
+
 def analyze(path: Path) -> MediaReport:
     report = MediaReport(Path(path))
     samples: list[np.ndarray] = []
+    flashes: list[tuple[float, bool]] = []  # (time, inferred), the first of each flash
     audio_start: float | None = None
     try:
         with av.open(str(path)) as container:
@@ -66,9 +83,11 @@ def analyze(path: Path) -> MediaReport:
                     report.video_frames += 1
                     report.first_video = t if report.first_video is None else report.first_video
                     report.last_video = t
-                    report.counters.append(ts.decode_counter(luma))
-                    if ts.frame_is_flash(luma):
-                        report.flashes.append(t)
+                    counter = ts.decode_counter(luma)
+                    report.counters.append(counter)
+                    flash = _flash_time(t, counter, ts.frame_is_flash(luma))
+                    if flash and (not flashes or flash[0] - flashes[-1][0] > 0.5):
+                        flashes.append(flash)
                 else:
                     for out in resampler.resample(frame):
                         if audio_start is None:
@@ -80,8 +99,6 @@ def analyze(path: Path) -> MediaReport:
         pcm = np.concatenate(samples)
         report.audio_seconds = len(pcm) / ts.SAMPLE_RATE
         report.tones = [audio_start + t for t in ts.tone_onsets(pcm)]
-    # A flash lasts one frame, but a repeated picture would show it twice: keep the first.
-    report.flashes = [
-        t for i, t in enumerate(report.flashes) if i == 0 or t - report.flashes[i - 1] > 0.5
-    ]
+    report.flashes = [t for t, _ in flashes]
+    report.inferred_flashes = sum(inferred for _, inferred in flashes)
     return report

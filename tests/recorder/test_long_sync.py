@@ -37,14 +37,16 @@ async def test_no_av_drift_over_a_long_recording(livekit_server, publisher, stre
         first = offsets[times < times[0] + 60].mean()
         last = offsets[times > times[-1] - 60].mean()
         print(
-            f"{fmt}: {len(offsets)} flashes over {report.duration:.0f}s; offset median "
+            f"{fmt}: {len(offsets)} flashes ({report.inferred_flashes} inferred) over "
+            f"{report.duration:.0f}s; offset median "
             f"{statistics.median(offsets) * 1000:.0f} ms, p95 |offset| "
             f"{np.percentile(np.abs(offsets), 95) * 1000:.0f} ms, max "
             f"{np.abs(offsets).max() * 1000:.0f} ms; first minute {first * 1000:.0f} ms, last "
             f"minute {last * 1000:.0f} ms, trend {slope * 1000:.2f} ms/min"
         )
-        # A flash every 2 s; the publisher's VP8 encoder skips some of those all-white frames.
-        assert len(offsets) >= 0.5 * report.duration / 2, len(offsets)
+        # A flash every 2 s, each paired with its tone (a flash frame the publisher's encoder
+        # dropped is timed from the frame after it).
+        assert len(offsets) >= 0.9 * report.duration / 2, len(offsets)
         # The goal is 40 ms. Typical offsets sit well inside it; a loaded machine delays some
         # audio deliveries, so single flashes may stray a little past it.
         assert np.median(np.abs(offsets)) <= 0.040, offsets
