@@ -38,14 +38,19 @@ class MediaReport:
             return 0.0
         return self.last_video - self.first_video
 
-    def av_offsets(self, max_pair: float = 0.5) -> list[float]:
-        """Tone onset minus flash time, for each flash with a tone within `max_pair` s."""
-        offsets = []
+    def av_pairs(self, max_pair: float = 0.5) -> list[tuple[float, float]]:
+        """(flash time, tone onset minus flash time) for each flash with a tone within
+        `max_pair` s."""
+        pairs = []
         for flash in self.flashes:
             near = [t - flash for t in self.tones if abs(t - flash) <= max_pair]
             if near:
-                offsets.append(min(near, key=abs))
-        return offsets
+                pairs.append((flash, min(near, key=abs)))
+        return pairs
+
+    def av_offsets(self, max_pair: float = 0.5) -> list[float]:
+        """Tone onset minus flash time, for each flash with a tone within `max_pair` s."""
+        return [offset for _, offset in self.av_pairs(max_pair)]
 
 
 # How many frames after a dropped flash frame may stand in for it.

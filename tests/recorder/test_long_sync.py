@@ -30,9 +30,7 @@ async def test_no_av_drift_over_a_long_recording(livekit_server, publisher, stre
         assert final["framesDropped"] == 0 and len(final["parts"]) == 1, final
         report = await asyncio.to_thread(analyze, pod.recordings / final["parts"][0]["path"])
         assert report.error is None and report.duration >= SECONDS - 2
-        pairs = [(f, t - f) for f in report.flashes for t in report.tones if abs(t - f) <= 0.5]
-        times = np.array([f for f, _ in pairs])
-        offsets = np.array([o for _, o in pairs])
+        times, offsets = np.array(report.av_pairs()).T
         slope = np.polyfit(times, offsets, 1)[0] * 60  # seconds of trend per minute
         first = offsets[times < times[0] + 60].mean()
         last = offsets[times > times[-1] - 60].mean()
