@@ -91,6 +91,8 @@ def analyze(path: Path) -> MediaReport:
                     counter = ts.decode_counter(luma)
                     report.counters.append(counter)
                     flash = _flash_time(t, counter, ts.frame_is_flash(luma))
+                    # Keep the first frame of each flash (a repeated picture, or the frames
+                    # after a seen flash, would count it again).
                     if flash and (not flashes or flash[0] - flashes[-1][0] > 0.5):
                         flashes.append(flash)
                 else:
