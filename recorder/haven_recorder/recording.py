@@ -25,6 +25,7 @@ import av
 from . import metrics
 from .fanout import FanOut, Subscription
 from .frames import VideoFrame
+from .repair import trim_to_whole_fragments
 from .writer import FORMATS, QUALITY, PartWriter, probe_duration
 
 log = logging.getLogger("haven.recording")
@@ -165,8 +166,10 @@ class Recording:
         p.startedAt, p.stoppedAt = data["startedAt"], data["stoppedAt"]
         p.reason, p.error = data["reason"], data["error"]
         unfinished = p.parts[-1] if p.parts and p.parts[-1].endedAt is None else None
-        if unfinished is not None:  # the pod died mid-part: measure what reached the disk
+        if unfinished is not None:  # the pod died mid-part: keep what plays, and measure it
             path = root / unfinished.path
+            if cut := trim_to_whole_fragments(path):
+                log.info("cut %d bytes of an unfinished fragment off %s", cut, unfinished.path)
             unfinished.sizeBytes = path.stat().st_size if path.exists() else 0
             unfinished.durationSeconds = round(probe_duration(path), 3)
             unfinished.endedAt = _now()

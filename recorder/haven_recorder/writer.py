@@ -28,6 +28,7 @@ import numpy as np
 
 from . import metrics
 from .frames import AudioFrame, VideoFrame
+from .repair import trim_to_whole_fragments
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner per encoder
 
@@ -334,8 +335,12 @@ class PartWriter:
         return self.stats
 
     def abort(self) -> None:
-        """Close without flushing (after a write error, such as a full disk)."""
+        """Close without flushing (after a write error, such as a full disk), then cut off the
+        fragment the error left half-written so that the part still plays."""
         container, self._container = self._container, None
         if container is not None:
             with contextlib.suppress(OSError, av.error.FFmpegError):
                 container.close()
+        with contextlib.suppress(OSError):
+            trim_to_whole_fragments(self.stats.path)
+            self.stats.bytes_written = self.stats.path.stat().st_size

@@ -194,8 +194,11 @@ async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_pa
         "crash/crash-part001.mp4",
         "crash/crash-part002.mp4",
     ]
-    assert final["parts"][0]["sizeBytes"] == part1.stat().st_size  # part 1 untouched
-    assert final["parts"][0]["durationSeconds"] == pytest.approx(report.duration, abs=0.2)
+    # Part 1 is kept, cut back to its last whole fragment if the kill fell inside one.
+    assert final["parts"][0]["sizeBytes"] == part1.stat().st_size
+    kept = analyze(part1)
+    assert kept.error is None and kept.duration >= written - 2.5, kept.error
+    assert final["parts"][0]["durationSeconds"] == pytest.approx(kept.duration, abs=0.2)
     part2 = analyze(pod.recordings / final["parts"][1]["path"])
     assert part2.error is None and part2.duration > 2 and part2.audio_seconds > 2
     # A repeated start of the same recording is a no-op, so the operator may re-assert it.

@@ -1,0 +1,51 @@
+"""Cut a fragmented MP4 back to its last whole fragment.
+
+A part that a crash or a full disk interrupted ends partway through a fragment. Matroska
+demuxers read such a tail up to where it stops, but FFmpeg's MP4 demuxer fails on it: at the
+first sample past the end, or at open if the cut fell inside a `moof`. Only the unfinished
+fragment (under a second of media) is lost by cutting it off.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+# Top-level boxes that our fragmented MP4 muxer writes (and ones a reader may skip).
+_TOP_LEVEL = {b"ftyp", b"moov", b"moof", b"mdat", b"mfra", b"free", b"skip", b"styp", b"sidx"}
+
+
+def whole_fragments_end(path: Path) -> int:
+    """The byte offset after the last box that ends a whole fragment (or the header)."""
+    size = path.stat().st_size
+    end = offset = 0
+    open_fragment = False  # a moof read whose mdat has not (yet) been
+    with open(path, "rb") as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            box_size, kind = struct.unpack(">I4s", f.read(8))
+            if box_size == 1:  # a 64-bit size follows the type
+                if offset + 16 > size:
+                    break
+                (box_size,) = struct.unpack(">Q", f.read(8))
+            if kind not in _TOP_LEVEL or box_size < 8 or offset + box_size > size:
+                break  # cut short, or not a box at all: the unfinished tail starts here
+            offset += box_size
+            if kind == b"moof":
+                open_fragment = True
+            elif kind == b"mdat" or not open_fragment:
+                open_fragment = False
+                end = offset
+    return end
+
+
+def trim_to_whole_fragments(path: Path) -> int:
+    """Truncate `path` after its last whole fragment; returns the bytes cut (0 if none)."""
+    if path.suffix != ".mp4" or not path.exists():
+        return 0
+    size, end = path.stat().st_size, whole_fragments_end(path)
+    if end >= size:
+        return 0
+    os.truncate(path, end)
+    return size - end

@@ -1,0 +1,105 @@
+"""A part cut short (a crash, a full disk) is trimmed to its whole fragments and plays."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from haven_localcluster.mediacheck import analyze
+from haven_recorder.fanout import FanOut
+from haven_recorder.recording import PartInfo, Recording, RecordingSpec
+from haven_recorder.repair import trim_to_whole_fragments
+
+from .signal import frames
+from .test_writer import write
+
+
+def boxes(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(offset, size, type) of each top-level box."""
+    found, offset = [], 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        found.append((offset, size, kind))
+        offset += size
+    return found
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("mp4") / "whole.mp4"
+    write(path, "h264", frames(4))
+    return path.read_bytes()
+
+
+def cut_points(data: bytes) -> list[tuple[str, int, int]]:
+    """(where, cut at, end of the last whole fragment before it) for cuts inside the second
+    and a later fragment's moof and mdat, in the mfra, and on a box boundary."""
+    layout = boxes(data)
+    moofs = [i for i, (_, _, kind) in enumerate(layout) if kind == b"moof"]
+    points = []
+    for i in (moofs[1], moofs[-2]):
+        (moof, moof_size, _), (mdat, mdat_size, _) = layout[i], layout[i + 1]
+        points += [
+            ("moof header", moof + 5, moof),
+            ("moof body", moof + moof_size // 2, moof),
+            ("mdat header", mdat + 6, moof),
+            ("mdat body", mdat + mdat_size // 2, moof),
+            ("mdat's last byte", mdat + mdat_size - 1, moof),
+            ("boundary", mdat + mdat_size, mdat + mdat_size),
+        ]
+    mfra = layout[-1][0]
+    assert layout[-1][2] == b"mfra"
+    points.append(("mfra", mfra + 10, mfra))
+    return points
+
+
+@pytest.mark.parametrize("case", range(13))
+def test_an_mp4_cut_anywhere_is_trimmed_to_whole_fragments_and_plays(tmp_path, mp4, case):
+    where, cut, expected_end = cut_points(mp4)[case]
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(mp4[:cut])
+    whole = tmp_path / "whole.mp4"
+    whole.write_bytes(mp4[:expected_end])
+
+    assert trim_to_whole_fragments(path) == cut - expected_end, where
+    assert path.stat().st_size == expected_end
+    report = analyze(path)
+    assert report.error is None, (where, report.error)
+    assert report.video_frames > 0 and report.audio_seconds > 0
+    assert report.video_frames == analyze(whole).video_frames
+    assert trim_to_whole_fragments(path) == 0  # idempotent
+
+
+def test_the_cut_is_needed_ffmpeg_fails_on_an_unfinished_fragment(tmp_path, mp4):
+    """Why trimming exists: FFmpeg's MP4 demuxer errors on the tail a crash leaves."""
+    for where, cut, _ in cut_points(mp4):
+        if where in ("moof body", "mdat body"):
+            path = tmp_path / "cut.mp4"
+            path.write_bytes(mp4[:cut])
+            assert analyze(path).error is not None, where
+
+
+def test_webm_is_left_alone_its_demuxer_reads_a_cut_tail(tmp_path):
+    path = tmp_path / "cut.webm"
+    write(path, "vp9", frames(3))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    assert trim_to_whole_fragments(path) == 0
+    report = analyze(path)
+    assert report.error is None and report.video_frames > 30
+
+
+def test_a_restarted_pod_trims_the_part_the_old_one_was_writing(tmp_path, mp4):
+    rec = Recording(RecordingSpec(name="crash", format="h264"), tmp_path, FanOut())
+    rec.progress.parts.append(PartInfo(path="crash/crash-part001.mp4", startedAt="t"))
+    rec.persist()
+    _, cut, expected_end = cut_points(mp4)[1]  # inside a moof
+    (tmp_path / "crash" / "crash-part001.mp4").write_bytes(mp4[:cut])
+
+    loaded = Recording.load(tmp_path / "crash" / "recording.json", tmp_path, FanOut())
+
+    part = loaded.progress.parts[0]
+    assert part.sizeBytes == expected_end and part.endedAt is not None
+    assert part.durationSeconds > 0.3
+    assert analyze(tmp_path / part.path).error is None
