@@ -10,33 +10,41 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 # Top-level boxes that our fragmented MP4 muxer writes (and ones a reader may skip).
 _TOP_LEVEL = {b"ftyp", b"moov", b"moof", b"mdat", b"mfra", b"free", b"skip", b"styp", b"sidx"}
 
 
-def whole_fragments_end(path: Path) -> int:
-    """The byte offset after the last box that ends a whole fragment (or the header)."""
+def boxes(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, size, type) of each whole top-level box, up to the first cut short or invalid."""
     size = path.stat().st_size
-    end = offset = 0
-    open_fragment = False  # a moof read whose mdat has not (yet) been
+    offset = 0
     with open(path, "rb") as f:
         while offset + 8 <= size:
             f.seek(offset)
             box_size, kind = struct.unpack(">I4s", f.read(8))
             if box_size == 1:  # a 64-bit size follows the type
                 if offset + 16 > size:
-                    break
+                    return
                 (box_size,) = struct.unpack(">Q", f.read(8))
             if kind not in _TOP_LEVEL or box_size < 8 or offset + box_size > size:
-                break  # cut short, or not a box at all: the unfinished tail starts here
+                return  # cut short, or not a box at all: the unfinished tail starts here
+            yield offset, box_size, kind
             offset += box_size
-            if kind == b"moof":
-                open_fragment = True
-            elif kind == b"mdat" or not open_fragment:
-                open_fragment = False
-                end = offset
+
+
+def whole_fragments_end(path: Path) -> int:
+    """The byte offset after the last box that ends a whole fragment (or the header)."""
+    end = 0
+    open_fragment = False  # a moof read whose mdat has not (yet) been
+    for offset, size, kind in boxes(path):
+        if kind == b"moof":
+            open_fragment = True
+        elif kind == b"mdat" or not open_fragment:
+            open_fragment = False
+            end = offset + size
     return end
 
 

@@ -32,7 +32,13 @@ from .repair import trim_to_whole_fragments
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner per encoder
 
-AUDIO_SLACK = 0.02  # seconds of audio jitter tolerated before padding or trimming
+# Audio is written back to back while it stays near its timestamps, and padded with silence or
+# trimmed to them when it strays: at once past AUDIO_SLACK, or once it has stayed more than
+# AUDIO_SETTLE off for AUDIO_SETTLE_SECONDS. Without the second rule a clock step just past the
+# slack one way and back just inside it the other left the audio up to 20 ms off for good.
+AUDIO_SLACK = 0.02  # seconds
+AUDIO_SETTLE = 0.003  # seconds
+AUDIO_SETTLE_SECONDS = 1.0
 KEYFRAME_SECONDS = 2
 
 
@@ -187,6 +193,8 @@ class PartWriter:
         self._last_pts = -1  # in video time-base units
         self._time_base = Fraction(1, 90000 if self.format.container == "mp4" else 1000)
         self._next_sample = 0  # audio sample position (from origin) expected next
+        self._audio_off_since: float | None = None  # pts at which the audio strayed
+        self._audio_trimming = False  # a trim longer than the frame goes on into the next
         self._pending_audio: list[AudioFrame] = []  # audio that came before the first video
 
     @property
@@ -284,13 +292,14 @@ class PartWriter:
                 if self.channels == 1
                 else np.repeat(pcm, 2, 1)
             )
-        slack = round(AUDIO_SLACK * self.sample_rate)
-        if position > self._next_sample + slack:  # a gap: fill it with silence
-            pcm = np.concatenate(
-                [np.zeros((position - self._next_sample, self.channels), np.int16), pcm]
-            )
-        elif position < self._next_sample - slack:  # an overlap: trim what was written already
-            pcm = pcm[self._next_sample - position :]
+        if self._audio_strayed(position - self._next_sample, frame.pts):
+            if position > self._next_sample:  # a gap: fill it with silence
+                pcm = np.concatenate(
+                    [np.zeros((position - self._next_sample, self.channels), np.int16), pcm]
+                )
+            else:  # an overlap: trim what was written already
+                pcm = pcm[self._next_sample - position :]
+        self._audio_trimming = len(pcm) == 0
         if len(pcm) == 0:
             return
         source = av.AudioFrame.from_ndarray(
@@ -306,6 +315,21 @@ class PartWriter:
         for resampled in self._resampler.resample(source):
             for packet in self._audio.encode(resampled):
                 self._mux(packet)
+
+    def _audio_strayed(self, off: int, pts: float) -> bool:
+        """Whether audio `off` samples from where it is written next must be moved there."""
+        if abs(off) <= AUDIO_SETTLE * self.sample_rate:
+            self._audio_off_since = None
+            return False
+        if abs(off) > AUDIO_SLACK * self.sample_rate or self._audio_trimming:
+            self._audio_off_since = None
+            return True
+        if self._audio_off_since is None:
+            self._audio_off_since = pts
+        if pts - self._audio_off_since < AUDIO_SETTLE_SECONDS:
+            return False
+        self._audio_off_since = None
+        return True
 
     def _mux(self, packet: av.Packet) -> None:
         assert self._container is not None

@@ -50,34 +50,12 @@ async def test_no_av_drift_over_a_long_recording(livekit_server, publisher, stre
         assert np.median(np.abs(offsets)) <= 0.040, offsets
         assert np.percentile(np.abs(offsets), 95) <= 0.050, offsets
         assert np.abs(offsets).max() <= 0.080, offsets
-        # No drift: the offset at the end is where it was at the start, but for one step.
-        assert abs(drift(minutes)) <= 0.012, minutes
+        # No drift: the offset in the last minute is where it was in the first.
+        assert abs(minutes[-1] - minutes[0]) <= 0.025, minutes
 
 
 def per_minute_medians(times: np.ndarray, offsets: np.ndarray) -> list[float]:
+    """The median offset of each minute (a stall's few seconds of stray flashes do not move
+    it)."""
     starts = np.arange(times[0], times[-1], 60.0)
     return [float(np.median(offsets[(times >= t) & (times < t + 60)])) for t in starts]
-
-
-def drift(minutes: list[float]) -> float:
-    """The change from the first minute to the last, less the largest minute-to-minute step.
-
-    Drift (a clock running at the wrong rate, as in the first recorder: +2.5 ms a minute) moves
-    the offset a little every minute and stays. A stall of the pod can also step the audio once,
-    by 10 to 25 ms: WebRTC's audio jitter buffer then speeds playout up to drain what piled up,
-    and its delay statistics under-report that (docs/stream-pod.md). The checks above bound
-    such a step; this one looks for the steady trend.
-    """
-    if len(minutes) < 2:
-        return 0.0
-    steps = np.diff(minutes)
-    return float(minutes[-1] - minutes[0] - steps[np.argmax(np.abs(steps))])
-
-
-def test_drift_counts_a_steady_trend_not_one_step():
-    times = np.arange(1.0, 600.0, 2.0)
-    noise = np.random.default_rng(0).normal(0, 0.002, times.size)
-    trend = -0.005 + 0.0025 * times / 60 + noise  # the first recorder's 2.5 ms a minute
-    step = np.where(times < 410, -0.005, -0.030) + noise  # the stall seen in CI
-    assert abs(drift(per_minute_medians(times, trend))) > 0.012
-    assert abs(drift(per_minute_medians(times, step))) < 0.005

@@ -2,40 +2,39 @@
 
 from __future__ import annotations
 
-import struct
+from pathlib import Path
 
 import pytest
 
 from haven_localcluster.mediacheck import analyze
 from haven_recorder.fanout import FanOut
 from haven_recorder.recording import PartInfo, Recording, RecordingSpec
-from haven_recorder.repair import trim_to_whole_fragments
+from haven_recorder.repair import boxes, trim_to_whole_fragments
 
 from .signal import frames
 from .test_writer import write
 
 
-def boxes(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(offset, size, type) of each top-level box."""
-    found, offset = [], 0
-    while offset + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
-        found.append((offset, size, kind))
-        offset += size
-    return found
+@pytest.fixture(scope="module")
+def whole_mp4(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("mp4") / "whole.mp4"
+    write(path, "h264", frames(4))
+    return path
 
 
 @pytest.fixture(scope="module")
-def mp4(tmp_path_factory) -> bytes:
-    path = tmp_path_factory.mktemp("mp4") / "whole.mp4"
-    write(path, "h264", frames(4))
-    return path.read_bytes()
+def mp4(whole_mp4) -> bytes:
+    return whole_mp4.read_bytes()
 
 
-def cut_points(data: bytes) -> list[tuple[str, int, int]]:
+@pytest.fixture(scope="module")
+def layout(whole_mp4) -> list[tuple[int, int, bytes]]:
+    return list(boxes(whole_mp4))
+
+
+def cut_points(layout: list[tuple[int, int, bytes]]) -> list[tuple[str, int, int]]:
     """(where, cut at, end of the last whole fragment before it) for cuts inside the second
     and a later fragment's moof and mdat, in the mfra, and on a box boundary."""
-    layout = boxes(data)
     moofs = [i for i, (_, _, kind) in enumerate(layout) if kind == b"moof"]
     points = []
     for i in (moofs[1], moofs[-2]):
@@ -55,8 +54,8 @@ def cut_points(data: bytes) -> list[tuple[str, int, int]]:
 
 
 @pytest.mark.parametrize("case", range(13))
-def test_an_mp4_cut_anywhere_is_trimmed_to_whole_fragments_and_plays(tmp_path, mp4, case):
-    where, cut, expected_end = cut_points(mp4)[case]
+def test_an_mp4_cut_anywhere_is_trimmed_to_whole_fragments_and_plays(tmp_path, mp4, layout, case):
+    where, cut, expected_end = cut_points(layout)[case]
     path = tmp_path / "cut.mp4"
     path.write_bytes(mp4[:cut])
     whole = tmp_path / "whole.mp4"
@@ -71,9 +70,9 @@ def test_an_mp4_cut_anywhere_is_trimmed_to_whole_fragments_and_plays(tmp_path, m
     assert trim_to_whole_fragments(path) == 0  # idempotent
 
 
-def test_the_cut_is_needed_ffmpeg_fails_on_an_unfinished_fragment(tmp_path, mp4):
+def test_the_cut_is_needed_ffmpeg_fails_on_an_unfinished_fragment(tmp_path, mp4, layout):
     """Why trimming exists: FFmpeg's MP4 demuxer errors on the tail a crash leaves."""
-    for where, cut, _ in cut_points(mp4):
+    for where, cut, _ in cut_points(layout):
         if where in ("moof body", "mdat body"):
             path = tmp_path / "cut.mp4"
             path.write_bytes(mp4[:cut])
@@ -90,11 +89,11 @@ def test_webm_is_left_alone_its_demuxer_reads_a_cut_tail(tmp_path):
     assert report.error is None and report.video_frames > 30
 
 
-def test_a_restarted_pod_trims_the_part_the_old_one_was_writing(tmp_path, mp4):
+def test_a_restarted_pod_trims_the_part_the_old_one_was_writing(tmp_path, mp4, layout):
     rec = Recording(RecordingSpec(name="crash", format="h264"), tmp_path, FanOut())
     rec.progress.parts.append(PartInfo(path="crash/crash-part001.mp4", startedAt="t"))
     rec.persist()
-    _, cut, expected_end = cut_points(mp4)[1]  # inside a moof
+    _, cut, expected_end = cut_points(layout)[1]  # inside a moof
     (tmp_path / "crash" / "crash-part001.mp4").write_bytes(mp4[:cut])
 
     loaded = Recording.load(tmp_path / "crash" / "recording.json", tmp_path, FanOut())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from haven_localcluster import testsignal as ts
@@ -52,3 +54,23 @@ def test_a_dropped_flash_frame_is_timed_from_the_frame_after_it(tmp_path):
     assert 60 not in report.counters and 120 not in report.counters
     assert report.inferred_flashes == 2 and len(report.flashes) == 3
     assert max(abs(o) for o in report.av_offsets()) <= 0.04, report.av_offsets()
+
+
+@pytest.mark.parametrize("sign", [-1, 1])
+def test_audio_returns_to_its_timestamps_after_a_clock_step_and_back(tmp_path, sign):
+    # The stream's audio clock can step by a little over AUDIO_SLACK (a stall) and come back
+    # by a little under it: the file follows it there and back, and does not stay off.
+    def stepped(frame):
+        if isinstance(frame, VideoFrame):
+            return frame
+        shift = 0.0205 if 1001.0 <= frame.pts < 1003.5 else 0.001
+        return dataclasses.replace(frame, pts=frame.pts + sign * shift)
+
+    path = tmp_path / "rec.mp4"
+    write(path, "h264", map(stepped, frames(8)))
+    pairs = analyze(path).av_pairs()
+    print("A/V offsets (ms)", [(round(t, 1), round(o * 1000)) for t, o in pairs])
+    during = [o for t, o in pairs if 1.5 < t < 2.5]
+    after = [o for t, o in pairs if t > 5.5]
+    assert during and all(0.015 < sign * o < 0.025 for o in during), pairs
+    assert after and all(abs(o) < 0.005 for o in after), pairs
