@@ -292,13 +292,12 @@ class PartWriter:
                 if self.channels == 1
                 else np.repeat(pcm, 2, 1)
             )
-        if self._audio_strayed(position - self._next_sample, frame.pts):
-            if position > self._next_sample:  # a gap: fill it with silence
-                pcm = np.concatenate(
-                    [np.zeros((position - self._next_sample, self.channels), np.int16), pcm]
-                )
+        off = position - self._next_sample
+        if self._audio_strayed(off, frame.pts):
+            if off > 0:  # a gap: fill it with silence
+                pcm = np.concatenate([np.zeros((off, self.channels), np.int16), pcm])
             else:  # an overlap: trim what was written already
-                pcm = pcm[self._next_sample - position :]
+                pcm = pcm[-off:]
         self._audio_trimming = len(pcm) == 0
         if len(pcm) == 0:
             return

@@ -45,7 +45,7 @@ def test_each_format_decodes_in_sync(tmp_path, fmt):
 def test_a_dropped_flash_frame_is_timed_from_the_frame_after_it(tmp_path):
     # The analysis the sync tests rely on: a publisher's encoder may drop a flash frame.
     def is_flash_frame(frame):
-        index = round((frame.pts - 1000.0) * 30)
+        index = round((frame.pts - 1000.0) * ts.FPS)  # frames() starts at 1000.0
         return isinstance(frame, VideoFrame) and index > 0 and ts.is_flash(index)
 
     path = tmp_path / "rec.mp4"
