@@ -3,6 +3,7 @@ operator's settings, applied with server-side apply (so applying twice changes n
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from .settings import Settings
@@ -12,6 +13,12 @@ VERSION = "v1alpha1"
 MANAGER = "haven-operator"
 RECORDINGS_DIR = "/recordings"
 POD_USER = 10001
+LABEL = f"{GROUP}/livestream"
+TOKEN_HASH = f"{GROUP}/control-token-hash"  # pod template annotation: a new token rolls the pod
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def names(livestream: str) -> dict[str, str]:
@@ -30,7 +37,7 @@ def labels(livestream: str) -> dict[str, str]:
         "app.kubernetes.io/instance": livestream,
         "app.kubernetes.io/component": "stream-pod",
         "app.kubernetes.io/managed-by": MANAGER,
-        f"{GROUP}/livestream": livestream,
+        LABEL: livestream,
     }
 
 
@@ -154,7 +161,7 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
     return env
 
 
-def deployment(body: dict, settings: Settings) -> dict[str, Any]:
+def deployment(body: dict, settings: Settings, token: str = "") -> dict[str, Any]:
     spec, ls = body["spec"], body["metadata"]["name"]
     pod = spec.get("pod", {})
     n = names(ls)
@@ -214,7 +221,13 @@ def deployment(body: dict, settings: Settings) -> dict[str, Any]:
             "replicas": 0 if spec.get("suspend") else 1,
             "strategy": {"type": "Recreate"},  # one connection and one writer per volume
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": labels(ls)}, "spec": pod_spec},
+            "template": {
+                "metadata": {
+                    "labels": labels(ls),
+                    "annotations": {TOKEN_HASH: token_hash(token)},
+                },
+                "spec": pod_spec,
+            },
         },
     }
 

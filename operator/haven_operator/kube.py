@@ -7,14 +7,17 @@ manifest again is a no-op and an operator restart at any moment converges withou
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import kubernetes
 from kubernetes.client import ApiException
 
-from .children import GROUP, MANAGER, VERSION
+from .children import GROUP, LABEL, MANAGER, VERSION
 
 APPLY = "application/apply-patch+yaml"
+# Every API call has a deadline: (connect, read) seconds. A hung call fails and is retried.
+TIMEOUT = (5, 30)
 
 
 def load_config() -> None:
@@ -32,18 +35,68 @@ class Kube:
         self.net = kubernetes.client.NetworkingV1Api(client)
         self.custom = kubernetes.client.CustomObjectsApi(client)
 
+    def _verbs(self, kind: str) -> tuple[Any, Any, Any]:
+        """(read, patch, delete) for a child kind."""
+        return {
+            "Deployment": (
+                self.apps.read_namespaced_deployment,
+                self.apps.patch_namespaced_deployment,
+                self.apps.delete_namespaced_deployment,
+            ),
+            "Service": (
+                self.core.read_namespaced_service,
+                self.core.patch_namespaced_service,
+                self.core.delete_namespaced_service,
+            ),
+            "PersistentVolumeClaim": (
+                self.core.read_namespaced_persistent_volume_claim,
+                self.core.patch_namespaced_persistent_volume_claim,
+                self.core.delete_namespaced_persistent_volume_claim,
+            ),
+            "Ingress": (
+                self.net.read_namespaced_ingress,
+                self.net.patch_namespaced_ingress,
+                self.net.delete_namespaced_ingress,
+            ),
+            "Secret": (self.core.read_namespaced_secret, None, None),
+        }[kind]
+
+    def get(self, kind: str, namespace: str, name: str) -> dict | None:
+        """One child as a plain dict (camelCase, as the API has it), or None if absent."""
+        read = self._verbs(kind)[0]
+        try:
+            obj = read(name, namespace, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = self.core.api_client.sanitize_for_serialization(obj)
+        data["kind"] = kind
+        return data
+
     def apply(self, manifest: dict[str, Any]) -> Any:
-        """Server-side apply of one child, taking over fields from other managers."""
+        """Server-side apply of one child we own, taking its fields back from other managers
+        (someone's `kubectl scale` or edit). Ownership is checked before (ownership.py)."""
         kind = manifest["kind"]
         name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
-        kwargs = {"field_manager": MANAGER, "force": True, "_content_type": APPLY}
-        patch = {
-            "Deployment": self.apps.patch_namespaced_deployment,
-            "Service": self.core.patch_namespaced_service,
-            "PersistentVolumeClaim": self.core.patch_namespaced_persistent_volume_claim,
-            "Ingress": self.net.patch_namespaced_ingress,
-        }[kind]
-        return patch(name, namespace, manifest, **kwargs)
+        kwargs = {
+            "field_manager": MANAGER,
+            "force": True,
+            "_content_type": APPLY,
+            "_request_timeout": TIMEOUT,
+        }
+        return self._verbs(kind)[1](name, namespace, manifest, **kwargs)
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete a child, only if it is still the object with `uid` (a precondition)."""
+        body = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=uid)
+        )
+        try:
+            self._verbs(kind)[2](name, namespace, body=body, _request_timeout=TIMEOUT)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
 
     def create_if_missing(self, manifest: dict[str, Any]) -> Any | None:
         """Create a Secret unless it exists: a new token must not replace the pod's.
@@ -52,20 +105,20 @@ class Kube:
         name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
         while True:
             try:
-                self.core.create_namespaced_secret(namespace, manifest)
+                self.core.create_namespaced_secret(namespace, manifest, _request_timeout=TIMEOUT)
                 return None
             except ApiException as exc:
                 if exc.status != 409:
                     raise
             try:
-                return self.core.read_namespaced_secret(name, namespace)
+                return self.core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
             except ApiException as exc:
                 if exc.status != 404:  # deleted since: create it after all
                     raise
 
     def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         try:
-            secret = self.core.read_namespaced_secret(name, namespace)
+            secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -73,29 +126,28 @@ class Kube:
         data = (secret.data or {}).get(key)
         return base64.b64decode(data).decode() if data is not None else None
 
-    def delete_ingress(self, namespace: str, name: str) -> None:
-        try:
-            self.net.delete_namespaced_ingress(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
     def claim_phase(self, namespace: str, name: str) -> str | None:
         try:
-            return self.core.read_namespaced_persistent_volume_claim(name, namespace).status.phase
+            claim = self.core.read_namespaced_persistent_volume_claim(
+                name, namespace, _request_timeout=TIMEOUT
+            )
+            return claim.status.phase
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     def stream_pods(self, namespace: str, livestream: str) -> list[Any]:
-        selector = f"{GROUP}/livestream={livestream}"
-        return self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        selector = f"{LABEL}={livestream}"
+        pods = self.core.list_namespaced_pod(
+            namespace, label_selector=selector, _request_timeout=TIMEOUT
+        )
+        return pods.items
 
     def livestream(self, namespace: str, name: str) -> dict | None:
         try:
             return self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "livestreams", name
+                GROUP, VERSION, namespace, "livestreams", name, _request_timeout=TIMEOUT
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -103,15 +155,27 @@ class Kube:
             raise
 
     def recordings_of(self, namespace: str, livestream: str) -> list[dict]:
-        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "recordings")
+        items = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "recordings", _request_timeout=TIMEOUT
+        )
         return [r for r in items["items"] if r["spec"]["liveStreamRef"]["name"] == livestream]
 
     def patch_status(self, plural: str, namespace: str, name: str, status: dict) -> None:
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, plural, name, {"status": status}
+            GROUP, VERSION, namespace, plural, name, {"status": status}, _request_timeout=TIMEOUT
         )
 
     def patch_recording_spec(self, namespace: str, name: str, spec: dict) -> None:
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "recordings", name, {"spec": spec}
+            GROUP, VERSION, namespace, "recordings", name, {"spec": spec}, _request_timeout=TIMEOUT
         )
+
+
+def api_error(exc: ApiException) -> tuple[str, str]:
+    """(reason, message) the API server gave for a failed call, e.g. ('Invalid', '...')."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    reason = body.get("reason") or (exc.reason or "").replace(" ", "") or str(exc.status)
+    return reason, body.get("message") or str(exc.reason or exc)

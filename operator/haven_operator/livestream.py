@@ -1,209 +1,221 @@
-"""LiveStream handlers: create the stream pod and its children, and mirror what the pod and
-its children report into `status` (phase and conditions)."""
+"""LiveStream handlers: one daemon per LiveStream runs its control loop (reconcile the children
+when due, observe, write status on change); watches on the children wake it when one of them
+is deleted or edited; a finalizer stops its Recordings before it goes."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import secrets
+import contextlib
+import hashlib
+import json
+import time
 from typing import Any
 
 import kopf
 
-from . import conditions, metrics
-from .children import GROUP, VERSION, claim, control_secret, deployment, ingress, names, service
+from . import metrics
+from .children import GROUP, LABEL, VERSION, names
 from .conditions import Condition
 from .podclient import PodRejected, PodUnreachable
-from .pods import client_for, current_pod, pod_ready, waiting_reason
-from .settings import Settings
+from .pods import client_for, current_pod, pod_ready
+from .reconciler import Outcome, reconcile
+from .schedule import Schedule
+from .status import Observed, changes, livestream_status
 
 PLURAL = "livestreams"
-INTERVAL = Settings.from_env().status_interval
 FINAL = ("Completed", "Failed")  # Recording phases that are over
-POD_STATES = {
-    "connecting": "Connecting",
-    "live": "Live",
-    "offline": "Offline",
-    "reconnecting": "Reconnecting",
-    "stopped": "Offline",
-}
-# Container states that will not fix themselves without a change to the spec.
-FAILED_WAITING = {
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-}
+COUNTER_INTERVAL = 30.0  # seconds: counters (viewers, ...) alone are written at most this often
 
 
-def source_summary(spec: dict) -> str:
-    source = spec["source"]
-    if "pumpfun" in source:
-        return f"pumpfun:{source['pumpfun']['mintId']}"
-    return f"livekit:{source['livekit']['room']}"
+class Loop:
+    """A LiveStream's control loop state, in memory: its schedule, its last outcome, what it
+    last wrote, and the event that wakes it."""
+
+    def __init__(self) -> None:
+        self.schedule = Schedule()
+        self.outcome: Outcome | None = None
+        self.written: dict[str, Any] = {}
+        self.counters_at = 0.0
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        self.schedule.dirty = True
+        self.event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout=seconds)
+        self.event.clear()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-def reconcile(
-    body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any
-) -> None:
-    """Apply every child; level-based, so running it again at any time changes nothing."""
+def _loops(memo: kopf.Memo) -> dict[tuple[str, str], Loop]:
+    if getattr(memo, "streams", None) is None:
+        memo.streams = {}
+    return memo.streams
+
+
+def wake(memo: kopf.Memo, namespace: str, name: str, forget_token: bool = False) -> None:
+    """Reconcile this LiveStream now (reading its control token again, if asked)."""
+    if forget_token:
+        memo.tokens.forget(namespace, name)
+    loop = _loops(memo).get((namespace, name))
+    if loop is not None:
+        loop.wake()
+
+
+async def observe(body: dict, memo: kopf.Memo, pod_ready_now: bool = True) -> Observed:
+    """Read the claim, the pod and the pod's own report (I/O only; status.py decides)."""
     kube, settings = memo.kube, memo.settings
-    raw = dict(body)
+    meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
-    secret_name = names(name)["secret"]
-    existing = kube.create_if_missing(control_secret(raw, secrets.token_urlsafe(32)))
-    if existing is None:
-        kopf.info(raw, reason="Created", message=f"control token Secret {secret_name}")
-    elif meta["uid"] not in [o.uid for o in existing.metadata.owner_references or []]:
-        # A LiveStream of this name was deleted moments ago and the garbage collector has not
-        # yet removed its Secret: a pod started with that token would lose it. Wait it out.
-        raise kopf.TemporaryError(
-            f"Secret {secret_name} still belongs to a deleted LiveStream {name}", delay=2
-        )
-    for manifest in (claim(raw), service(raw, settings), deployment(raw, settings)):
-        kube.apply(manifest)
-    ing = ingress(raw, settings)
-    if ing is not None:
-        kube.apply(ing)
-    else:
-        kube.delete_ingress(namespace, names(name)["ingress"])
-    metrics.RECONCILES.labels(kind="LiveStream").inc()
-    n = names(name)
-    viewer_ingress = body["spec"].get("viewer", {}).get("ingress")
-    patch.status["serviceName"] = n["service"]
-    patch.status["endpoint"] = (
-        f"ws://{n['service']}.{namespace}.svc.{settings.cluster_domain}:{settings.pod_port}/stream"
-    )
-    patch.status["source"] = source_summary(body["spec"])
-    if viewer_ingress:
-        scheme = "https" if viewer_ingress.get("tlsSecretName") else "http"
-        patch.status["viewerURL"] = (
-            f"{scheme}://{viewer_ingress['host']}{viewer_ingress.get('path', '/')}"
-        )
-    if not body.get("status", {}).get("phase"):
-        patch.status["phase"] = "Suspended" if body["spec"].get("suspend") else "Pending"
+    claim_phase = await asyncio.to_thread(kube.claim_phase, namespace, names(name)["claim"])
+    pod = current_pod(await asyncio.to_thread(kube.stream_pods, namespace, name))
+    if body["spec"].get("suspend") or pod is None or not pod_ready(pod):
+        return Observed(claim_phase, pod, None)
+    client = await asyncio.to_thread(client_for, kube, settings, namespace, name, pod, memo.tokens)
+    if client is None:
+        return Observed(claim_phase, pod, None)
+    try:
+        return Observed(claim_phase, pod, await client.status())
+    except PodUnreachable as exc:
+        error = Condition("SourceConnected", None, "PodUnreachable", str(exc)[:300])
+    except PodRejected as exc:
+        if exc.status in (401, 403):  # the Secret changed: read it again, roll the pod to it
+            wake(memo, namespace, name, forget_token=True)
+        error = Condition("SourceConnected", None, "PodRejected", str(exc)[:300])
+    return Observed(claim_phase, pod, None, error)
 
 
-def _epoch_to_iso(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _announce(body: dict, before: Outcome | None, after: Outcome) -> None:
+    if before is not None and (before.ok, before.reason, before.message) == (
+        after.ok,
+        after.reason,
+        after.message,
+    ):
+        return
+    if after.created_secret:
+        secret = names(body["metadata"]["name"])["secret"]
+        kopf.info(body, reason="Created", message=f"control token Secret {secret}")
+    if not after.ok:
+        kopf.warn(body, reason=after.reason, message=after.message)
+    elif before is not None and not before.ok:
+        kopf.info(body, reason="Reconciled", message=after.message)
 
 
-async def observe(body: dict, memo: kopf.Memo) -> dict:
-    """The status a LiveStream should have now, from its children and its pod."""
-    kube, settings = memo.kube, memo.settings
-    meta, spec = body["metadata"], body["spec"]
-    name, namespace, generation = meta["name"], meta["namespace"], meta.get("generation", 1)
-    n = names(name)
-    claim_phase = await asyncio.to_thread(kube.claim_phase, namespace, n["claim"])
-    pods = await asyncio.to_thread(kube.stream_pods, namespace, name)
-    pod = current_pod(pods)
-    suspended = bool(spec.get("suspend"))
-
-    storage = Condition(
-        "StorageBound",
-        claim_phase == "Bound",
-        "Bound"
-        if claim_phase == "Bound"
-        else ("ClaimMissing" if claim_phase is None else "ClaimPending"),
-        f"PersistentVolumeClaim {n['claim']} is {claim_phase or 'missing'}",
-    )
-    waiting = waiting_reason(pod) if pod is not None else None
-    if suspended:
-        pod_cond = Condition("PodReady", False, "Suspended", "spec.suspend is true: scaled to 0")
-    elif pod is None:
-        pod_cond = Condition("PodReady", False, "NoPod", "the stream pod has not been created yet")
-    elif pod_ready(pod):
-        pod_cond = Condition("PodReady", True, "Ready", f"pod {pod.metadata.name} is ready")
-    elif waiting:
-        pod_cond = Condition(
-            "PodReady", False, waiting[0], waiting[1] or f"pod {pod.metadata.name}"
-        )
-    else:
-        pod_cond = Condition(
-            "PodReady", False, "NotReady", f"pod {pod.metadata.name} is {pod.status.phase}"
-        )
-
-    pod_status: dict | None = None
-    source_cond = Condition("SourceConnected", None, "Unknown", "the stream pod is not reachable")
-    if pod_cond.status:
-        client = await asyncio.to_thread(client_for, kube, settings, namespace, name, pod)
-        try:
-            pod_status = await client.status() if client else None
-        except (PodUnreachable, PodRejected) as exc:
-            source_cond = Condition("SourceConnected", None, "PodUnreachable", str(exc)[:300])
-    if pod_status is not None:
-        live = pod_status["state"] == "live"
-        source_cond = Condition(
-            "SourceConnected", live, pod_status["reason"], pod_status["message"]
-        )
-    elif suspended:
-        source_cond = Condition("SourceConnected", False, "Suspended", "the connection is dropped")
-
-    ready_parts = [storage, pod_cond, source_cond]
-    blocking = next((c for c in ready_parts if c.status is not True), None)
-    ready = Condition(
-        "Ready",
-        blocking is None,
-        "Live" if blocking is None else blocking.reason,
-        "the stream is live and served"
-        if blocking is None
-        else f"{blocking.type}: {blocking.message}",
-    )
-
-    if suspended:
-        phase = "Suspended"
-    elif (waiting and waiting[0] in FAILED_WAITING) or (pod_cond.reason == "CrashLoopBackOff"):
-        phase = "Failed"
-    elif pod_status is None:
-        phase = "Pending"
-    else:
-        phase = POD_STATES.get(pod_status["state"], "Pending")
-
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": phase,
-        "conditions": conditions.merge(
-            body.get("status", {}).get("conditions"),
-            [ready, source_cond, pod_cond, storage],
-            generation,
-        ),
-        "podName": pod.metadata.name if pod is not None else None,
-        "viewers": pod_status["viewers"] if pod_status else 0,
-        "activeRecordings": len(pod_status["activeRecordings"]) if pod_status else 0,
-    }
-    if pod_status:
-        status["participant"] = pod_status.get("participant")
-        video = pod_status.get("video") or {}
-        status["video"] = {
-            "width": video.get("width", 0),
-            "height": video.get("height", 0),
-            "fps": video.get("fps", 0),
-        }
-        status["lastFrameTime"] = _epoch_to_iso(pod_status.get("lastFrameTime"))
-    return status
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, initial_delay=1.0)
-async def mirror(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def control_loop(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
-    raw = dict(body)
-    new = await observe(raw, memo)
-    old_phase = raw.get("status", {}).get("phase")
-    if new["phase"] != old_phase:
-        ready = conditions.get(new["conditions"], "Ready") or {}
-        message = f"{old_phase or 'None'} -> {new['phase']}: {ready.get('message', '')}"
+    kube, settings = memo.kube, memo.settings
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    loop = Loop()
+    _loops(memo)[key] = loop
+    namespace, name = key
+    service = names(name)["service"]
+    endpoint = (
+        f"ws://{service}.{namespace}.svc.{settings.cluster_domain}:{settings.pod_port}/stream"
+    )
+    try:
+        while not stopped:
+            raw = dict(body)
+            generation = raw["metadata"].get("generation", 1)
+            now = time.monotonic()
+            if loop.schedule.due(generation, now):
+                outcome = await asyncio.to_thread(reconcile, kube, settings, raw)
+                loop.schedule.done(outcome.generation, outcome.ok, time.monotonic())
+                if outcome.token is not None:
+                    memo.tokens.put(namespace, name, outcome.token)
+                _announce(raw, loop.outcome, outcome)
+                if not outcome.ok:
+                    logger.warning("reconcile: %s: %s", outcome.reason, outcome.message)
+                loop.outcome = outcome
+            try:
+                await _write_status(raw, loop, memo, endpoint, logger)
+            except Exception as exc:  # the next pass tries again
+                logger.warning("status: %r", exc)
+                metrics.ERRORS.labels(kind="LiveStream").inc()
+            await loop.sleep(loop.schedule.wait(time.monotonic(), settings.status_interval))
+    finally:
+        if _loops(memo).get(key) is loop:
+            del _loops(memo)[key]
+
+
+async def _write_status(
+    raw: dict, loop: Loop, memo: kopf.Memo, endpoint: str, logger: kopf.Logger
+) -> None:
+    seen = await observe(raw, memo)
+    current = {**(raw.get("status") or {}), **loop.written}
+    view = {**raw, "status": current}
+    reconciled = loop.outcome.condition if loop.outcome else None
+    new = livestream_status(view, reconciled, loop.schedule.applied, seen, endpoint)
+    now = time.monotonic()
+    counters_due = now - loop.counters_at >= min(COUNTER_INTERVAL, memo.settings.counter_interval)
+    patch = changes(current, new, counters_due)
+    if not patch:
+        return
+    if new["phase"] != current.get("phase"):
+        ready = next((c for c in new["conditions"] if c["type"] == "Ready"), {})
+        message = f"{current.get('phase') or 'None'} -> {new['phase']}: {ready.get('message', '')}"
         (kopf.warn if new["phase"] == "Failed" else kopf.info)(
             raw, reason=new["phase"], message=message
         )
         logger.info("phase %s", message)
-    current = raw.get("status", {})
-    patch.status.update({k: v for k, v in new.items() if current.get(k) != v})  # only changes
+    ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+    await asyncio.to_thread(memo.kube.patch_status, PLURAL, ns, name, patch)
+    metrics.STATUS_WRITES.labels(kind="LiveStream").inc()
+    loop.written.update(patch)
+    loop.counters_at = now
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new generation wakes the LiveStream's loop at once."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    loop = _loops(memo).get(key)
+    if loop is not None and body["metadata"].get("generation") != loop.schedule.attempted:
+        loop.wake()
+
+
+def _fingerprint(body: kopf.Body) -> str:
+    """What an edit of a child changes: its spec, labels, annotations and owners (not status)."""
+    meta = body.get("metadata", {})
+    essence = {
+        "spec": body.get("spec"),
+        "labels": meta.get("labels"),
+        "annotations": {
+            k: v
+            for k, v in (meta.get("annotations") or {}).items()
+            if not k.startswith("deployment.kubernetes.io/")
+        },
+        "owners": meta.get("ownerReferences"),
+    }
+    return hashlib.sha256(json.dumps(essence, sort_keys=True, default=str).encode()).hexdigest()
+
+
+CHILD = {"labels": {LABEL: kopf.PRESENT}}
+
+
+@kopf.on.event("apps", "v1", "deployments", **CHILD)
+@kopf.on.event("v1", "services", **CHILD)
+@kopf.on.event("v1", "persistentvolumeclaims", **CHILD)
+@kopf.on.event("networking.k8s.io", "v1", "ingresses", **CHILD)
+def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A child was deleted or edited (by anyone): wake its LiveStream's loop to repair it."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["labels"][LABEL])
+    if getattr(memo, "fingerprints", None) is None:
+        memo.fingerprints = {}
+    uid = meta["uid"]
+    if type == "DELETED":
+        memo.fingerprints.pop(uid, None)
+        changed = True
+    else:
+        fingerprint = _fingerprint(body)
+        changed = memo.fingerprints.get(uid) != fingerprint and type is not None
+        memo.fingerprints[uid] = fingerprint
+    loop = _loops(memo).get(key)
+    if changed and loop is not None:
+        loop.wake()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -213,6 +225,7 @@ async def finalize(
     """Stop this stream's recordings cleanly before its pod goes away."""
     kube = memo.kube
     name, namespace = meta["name"], meta["namespace"]
+    memo.tokens.forget(namespace, name)
     recordings = await asyncio.to_thread(kube.recordings_of, namespace, name)
     active = [
         r for r in recordings
@@ -228,9 +241,7 @@ async def finalize(
     deadline = asyncio.get_running_loop().time() + 60
     while active and asyncio.get_running_loop().time() < deadline:
         recordings = await asyncio.to_thread(kube.recordings_of, namespace, name)
-        active = [
-            r for r in recordings if r.get("status", {}).get("phase") not in ("Completed", "Failed")
-        ]
+        active = [r for r in recordings if r.get("status", {}).get("phase") not in FINAL]
         if active:
             await asyncio.sleep(1)
     if active:

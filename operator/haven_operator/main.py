@@ -10,6 +10,7 @@ import prometheus_client
 
 from . import livestream, recording  # noqa: F401  (registers the handlers)
 from .kube import Kube, load_config
+from .pods import Tokens
 from .settings import Settings
 
 
@@ -20,6 +21,9 @@ def configure(
     load_config()
     memo.settings = Settings.from_env()
     memo.kube = Kube()
+    memo.tokens = Tokens(memo.kube)  # control tokens, in memory
+    memo.streams = {}  # each LiveStream's control loop, by (namespace, name)
+    memo.fingerprints = {}  # each child's last seen spec, labels and owners, by uid
     # A watch that the server or the network silently stalls is restarted within minutes.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300

@@ -28,12 +28,47 @@ def waiting_reason(pod: Any) -> tuple[str, str] | None:
     return None
 
 
+class Tokens:
+    """Control tokens, kept in memory: read once per LiveStream, read again after `forget`
+    (a 401 from the pod, or the reconciler saw the Secret change)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def get(self, namespace: str, livestream: str) -> str | None:
+        key = (namespace, livestream)
+        if key not in self._tokens:
+            token = self.kube.secret_value(namespace, names(livestream)["secret"], "token")
+            if token is None:
+                return None
+            self._tokens[key] = token
+        return self._tokens[key]
+
+    def put(self, namespace: str, livestream: str, token: str | None) -> None:
+        if token is None:
+            self.forget(namespace, livestream)
+        else:
+            self._tokens[(namespace, livestream)] = token
+
+    def forget(self, namespace: str, livestream: str) -> None:
+        self._tokens.pop((namespace, livestream), None)
+
+
 def client_for(
-    kube: Kube, settings: Settings, namespace: str, livestream: str, pod: Any | None = None
+    kube: Kube,
+    settings: Settings,
+    namespace: str,
+    livestream: str,
+    pod: Any | None = None,
+    tokens: Tokens | None = None,
 ) -> StreamPodClient | None:
     """A client for the LiveStream's pod, or None while it has no token or no address."""
     n = names(livestream)
-    token = kube.secret_value(namespace, n["secret"], "token")
+    if tokens is not None:
+        token = tokens.get(namespace, livestream)
+    else:
+        token = kube.secret_value(namespace, n["secret"], "token")
     if token is None:
         return None
     if settings.pod_address == "pod-ip":

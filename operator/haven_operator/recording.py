@@ -1,7 +1,10 @@
 """Recording handlers: a daemon per Recording waits for its LiveStream to be live, starts the
 recording through the stream pod's API (idempotently, so it is safe to repeat), mirrors the
-pod's progress into `status`, and stops it when asked; a finalizer finalizes the file before a
-Recording is deleted."""
+pod's progress into `status`, and stops it when asked; a finalizer stays until the pod confirms
+the stop (or the LiveStream and its pods are gone), and is dropped once the Recording is over.
+
+A Recording is known to the pod by `<name>-<uid[:8]>` (status.podRecording), so a Recording
+deleted and created again under the same name is a new recording in a new directory."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from typing import Any
 
 import kopf
 
-from . import conditions, metrics
+from . import conditions, livestream, metrics
+from .backoff import delay
 from .children import GROUP, VERSION, names
 from .conditions import Condition
 from .podclient import PodRejected, PodUnreachable, RecordingRequest
-from .pods import client_for, current_pod
+from .pods import client_for, current_pod, pod_ready
 from .settings import Settings
 
 PLURAL = "recordings"
@@ -28,6 +32,7 @@ POD_PHASES = {
     "failed": "Failed",
 }
 FINAL = ("Completed", "Failed")
+STARTED = ("Starting", "Recording", "Stopping")
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|m|s)")
 
 
@@ -70,6 +75,34 @@ def from_pod(info: dict, claim: str, pod_uid: str | None) -> dict[str, Any]:
     }
 
 
+def pod_recording_name(body: dict) -> str:
+    """The recording's name on the pod: its own, fixed at the first start, else from the UID.
+    A Recording started by an older operator (no status.podRecording) keeps its plain name."""
+    status, meta = body.get("status") or {}, body["metadata"]
+    if status.get("podRecording"):
+        return status["podRecording"]
+    if status.get("phase") in STARTED or status.get("files"):
+        return meta["name"]
+    return f"{meta['name']}-{meta['uid'][:8]}"
+
+
+def recording_conditions(phase: str, reason: str, message: str) -> list[Condition]:
+    """Ready while recording; Complete or Failed once over (kubectl wait --for=condition=...)."""
+    reason = reason or phase
+    return [
+        Condition("Ready", phase == "Recording", reason if phase != "Recording" else "Recording",
+                  message),
+        Condition("Complete", phase == "Completed", reason if phase == "Completed" else phase,
+                  message if phase == "Completed" else ""),
+        Condition("Failed", phase == "Failed", reason if phase == "Failed" else phase,
+                  message if phase == "Failed" else ""),
+    ]  # fmt: skip
+
+
+def not_over(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in FINAL
+
+
 class Reconciler:
     """One Recording's loop; `step` is level-based: it looks, acts once, and reports."""
 
@@ -78,49 +111,64 @@ class Reconciler:
         self.kube, self.settings = memo.kube, memo.settings
         self.name = body["metadata"]["name"]
         self.namespace = body["metadata"]["namespace"]
+        self.written: dict[str, Any] = {}
 
     def _write(self, status: dict[str, Any], updates: list[Condition]) -> None:
-        current = self.body.get("status", {})
+        current = {**self.body.get("status", {}), **self.written}
         generation = self.body["metadata"].get("generation", 1)
+        phase = status.get("phase") or current.get("phase") or "Pending"
+        reason = next((c.reason for c in updates if c.type == "Recording"), "")
+        message = status.get("message") or next((c.message for c in updates), "")
+        updates = [c for c in updates if c.type != "Recording"]
+        updates += recording_conditions(phase, reason, message or "")
         status = {
             **status,
+            "podRecording": pod_recording_name(self.body),
             "observedGeneration": generation,
             "conditions": conditions.merge(current.get("conditions"), updates, generation),
         }
-        if all(current.get(k) == v for k, v in status.items()):
+        changed = {k: v for k, v in status.items() if current.get(k) != v}
+        if not changed:
             return  # nothing changed: no write
         if status.get("phase") != current.get("phase"):
-            reason = next((c.reason for c in updates if c.type == "Recording"), status.get("phase"))
             emit = kopf.warn if status.get("phase") == "Failed" else kopf.info
             emit(
                 dict(self.body),
-                reason=reason,
+                reason=reason or status.get("phase"),
                 message=f"{current.get('phase')} -> {status['phase']}",
             )
-        self.kube.patch_status(PLURAL, self.namespace, self.name, status)
+        self.kube.patch_status(PLURAL, self.namespace, self.name, changed)
+        metrics.STATUS_WRITES.labels(kind="Recording").inc()
+        self.written.update(changed)
+
+    async def write(self, status: dict[str, Any], updates: list[Condition]) -> None:
+        await asyncio.to_thread(self._write, status, updates)
 
     async def step(self) -> bool:
         """Return True once the recording is over (nothing more to do)."""
-        spec, status = self.body["spec"], self.body.get("status", {})
+        spec = self.body["spec"]
+        status = {**self.body.get("status", {}), **self.written}
         if status.get("phase") in FINAL:
             return True
         ls_name = spec["liveStreamRef"]["name"]
         ls = await asyncio.to_thread(self.kube.livestream, self.namespace, ls_name)
-        started = status.get("phase") in ("Starting", "Recording", "Stopping")
+        started = status.get("phase") in STARTED
         if ls is None:
             cond = Condition(
                 "LiveStreamReady", False, "LiveStreamNotFound", f"no LiveStream {ls_name} here"
             )
             if spec.get("stopped"):
-                await asyncio.to_thread(
-                    self._write, {"phase": "Completed", "message": "stopped"}, [cond]
-                )
+                await self.write({"phase": "Completed", "message": "stopped"}, [cond])
                 return True
-            await asyncio.to_thread(
-                self._write, {"phase": status.get("phase") or "Pending"}, [cond]
-            )
+            await self.write({"phase": status.get("phase") or "Pending"}, [cond])
             return False
         ls_phase = ls.get("status", {}).get("phase")
+        if ls["metadata"].get("deletionTimestamp") and not started:
+            message = f"LiveStream {ls_name} is being deleted"
+            cond = Condition("LiveStreamReady", False, "LiveStreamDeleting", message)
+            recording = Condition("Recording", False, "LiveStreamDeleting", message)
+            await self.write({"phase": "Failed", "message": message}, [cond, recording])
+            return True
         if not started and not spec.get("stopped") and ls_phase != "Live":
             cond = Condition(
                 "LiveStreamReady",
@@ -128,31 +176,32 @@ class Reconciler:
                 "LiveStreamNotLive",
                 f"LiveStream {ls_name} is {ls_phase or 'Pending'}",
             )
-            await asyncio.to_thread(
-                self._write, {"phase": "Pending"}, [cond, Condition("Recording", False, "Waiting")]
-            )
+            await self.write({"phase": "Pending"}, [cond, Condition("Recording", False, "Waiting")])
             return False
 
         pods = await asyncio.to_thread(self.kube.stream_pods, self.namespace, ls_name)
         pod = current_pod(pods)
         client = await asyncio.to_thread(
-            client_for, self.kube, self.settings, self.namespace, ls_name, pod
+            client_for, self.kube, self.settings, self.namespace, ls_name, pod, self.memo.tokens
         )
         if client is None:
             return False
+        pod_name = pod_recording_name(self.body)
         try:
             if spec.get("stopped"):
-                info = await client.stop_recording(self.name)
+                info = await client.stop_recording(pod_name)
             else:
-                info = await client.start_recording(request_for(self.name, spec))
+                info = await client.start_recording(request_for(pod_name, spec))
         except PodUnreachable as exc:
             self.logger.info("stream pod unreachable: %s", exc)
             return False
         except PodRejected as exc:
+            if exc.status in (401, 403):  # the token changed: read it again, try again
+                livestream.wake(self.memo, self.namespace, ls_name, forget_token=True)
+                self.logger.warning("stream pod refused the token (%s); reading it again", exc)
+                return False
             cond = Condition("Recording", False, "Rejected", exc.detail[:500])
-            await asyncio.to_thread(
-                self._write, {"phase": "Failed", "message": exc.detail[:500]}, [cond]
-            )
+            await self.write({"phase": "Failed", "message": exc.detail[:500]}, [cond])
             return True
         claim = names(ls_name)["claim"]
         if info is None:  # stopped before the pod ever had it
@@ -163,18 +212,18 @@ class Reconciler:
         recording = Condition(
             "Recording",
             phase == "Recording",
-            info["reason"] if info else "Stopped",
+            (info["reason"] if info else "Stopped") or phase,
             new.get("message") or "",
         )
         live = Condition(
             "LiveStreamReady", ls_phase == "Live", ls_phase or "Pending", f"LiveStream {ls_name}"
         )
-        await asyncio.to_thread(self._write, new, [recording, live])
+        await self.write(new, [recording, live])
         metrics.RECONCILES.labels(kind="Recording").inc()
         return phase in FINAL
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, when=not_over)
 async def run(
     body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
@@ -189,17 +238,43 @@ async def run(
         await stopped.wait(INTERVAL)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def finalize(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    """Finalize the file before the Recording goes; the file stays on the volume."""
-    if body.get("status", {}).get("phase") in FINAL:
-        return
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=not_over)
+async def finalize(
+    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+) -> None:
+    """Stop the recording on its pod before the Recording goes: the finalizer stays until the
+    pod confirms the stop, or the LiveStream and its pods are gone for good. A suspended
+    LiveStream keeps it waiting; when the pod comes back, the stop is its first order."""
+    ns = body["metadata"]["namespace"]
     ls_name = body["spec"]["liveStreamRef"]["name"]
-    client = await asyncio.to_thread(client_for, memo.kube, memo.settings, ns, ls_name)
-    if client is None:
+    wait = min(5.0, delay(retry + 1))
+    ls = await asyncio.to_thread(memo.kube.livestream, ns, ls_name)
+    pods = await asyncio.to_thread(memo.kube.stream_pods, ns, ls_name)
+    if ls is None and not pods:
+        logger.info("LiveStream %s and its pods are gone: nothing left to stop", ls_name)
         return
+    phase = (body.get("status") or {}).get("phase")
+    ls_live = ls is not None and (ls.get("status") or {}).get("phase") == "Live"
+    if phase not in STARTED and not ls_live:
+        return  # never started, and never asked to (a start waits for Live)
+    pod = current_pod(pods)
+    if pod is None or not pod_ready(pod):
+        message = f"waiting for a stream pod of {ls_name} to confirm the stop"
+        raise kopf.TemporaryError(message, wait)
+    client = await asyncio.to_thread(
+        client_for, memo.kube, memo.settings, ns, ls_name, pod, memo.tokens
+    )
+    if client is None:
+        raise kopf.TemporaryError(f"no control token for {ls_name} yet", wait)
+    name = pod_recording_name(body)
     try:
-        await client.stop_recording(name)
-    except (PodUnreachable, PodRejected) as exc:
-        logger.warning("could not finalize %s on its pod: %s", name, exc)
+        info = await client.stop_recording(name)
+    except PodUnreachable as exc:
+        raise kopf.TemporaryError(f"stream pod unreachable: {exc}", wait) from exc
+    except PodRejected as exc:
+        if exc.status in (401, 403):
+            livestream.wake(memo, ns, ls_name, forget_token=True)
+            raise kopf.TemporaryError(f"stream pod refused the token: {exc}", wait) from exc
+        logger.warning("the pod refused to stop %s: %s", name, exc)
+        return
+    logger.info("stopped %s on its pod: %s", name, (info or {}).get("state", "never started"))

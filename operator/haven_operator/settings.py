@@ -21,7 +21,8 @@ class Settings:
     pumpfun_livekit_url: str = "wss://pump-prod-tg2x8veh.livekit.cloud"
     pod_resources: dict = field(default_factory=lambda: DEFAULT_POD_RESOURCES)
     pod_port: int = 8080
-    status_interval: float = 5.0  # seconds between status mirrors from each pod
+    status_interval: float = 5.0  # seconds between looks at each pod's state
+    counter_interval: float = 30.0  # counters alone (viewers, bytes) are written this seldom
     # How the operator reaches a stream pod: "service" (the Service's cluster DNS name, in
     # cluster) or "pod-ip" (the pod's IP, for an operator outside the cluster network).
     pod_address: str = "service"
@@ -43,6 +44,7 @@ class Settings:
             pumpfun_livekit_url=get("PUMPFUN_LIVEKIT_URL", d.pumpfun_livekit_url),
             pod_resources=json.loads(resources) if resources else d.pod_resources,
             status_interval=float(get("STATUS_INTERVAL", str(d.status_interval))),
+            counter_interval=float(get("COUNTER_INTERVAL", str(d.counter_interval))),
             pod_address=get("POD_ADDRESS", d.pod_address),
             cluster_domain=get("CLUSTER_DOMAIN", d.cluster_domain),
             metrics_port=int(get("METRICS_PORT", str(d.metrics_port))),

@@ -22,7 +22,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [streams.haven.dev]
   resources: [livestreams/status, recordings/status]
   verbs: [get, patch]
-# Each LiveStream's children, written with server-side apply (a patch that creates).
+# Each LiveStream's children, written with server-side apply (a patch that creates) and
+# watched, so one deleted or edited by hand is repaired. Read before every write: the operator
+# never takes over an object it does not own. Only an unwanted Ingress is ever deleted.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch]
@@ -31,7 +33,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, create, patch]
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # The control-token Secret: created once, read to call the pod. No list or watch of Secrets.
 - apiGroups: [""]
   resources: [secrets]

@@ -1,0 +1,131 @@
+"""One pass of a LiveStream's reconciliation: look at every child, then write what differs.
+
+Level-based: it reads the children as they are now, whatever changed them (a spec edit, a
+user's `kubectl delete svc`, `kubectl scale`), and applies the whole desired state again.
+It never writes an object this LiveStream does not own (ownership.py): such an object is left
+untouched and the outcome names it. Blocking; the LiveStream's daemon runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes.client import ApiException
+
+from . import metrics
+from .children import claim, control_secret, deployment, ingress, names, service
+from .conditions import Condition
+from .kube import Kube, api_error
+from .ownership import Owner, classify
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    generation: int
+    ok: bool
+    reason: str  # Applied, ChildConflict, PreviousOwner, ApplyFailed, ApiError, ...
+    message: str
+    token: str | None = None  # the control token, read or created on the way
+    created_secret: bool = False
+
+    @property
+    def condition(self) -> Condition:
+        return Condition("Reconciled", self.ok, self.reason, self.message)
+
+
+def _token(secret: dict) -> str | None:
+    data = (secret.get("data") or {}).get("token")
+    return base64.b64decode(data).decode() if data is not None else None
+
+
+def _blocked(kind: str, name: str, owner: Owner, ls_name: str) -> tuple[str, str]:
+    if owner is Owner.PREVIOUS:
+        return "PreviousOwner", (
+            f"{kind} {name} still belongs to a deleted LiveStream {ls_name}; "
+            "waiting for the garbage collector to remove it"
+        )
+    return "ChildConflict", (
+        f"{kind} {name} exists and is not owned by this LiveStream; it is left untouched "
+        "(delete or rename it, or rename the LiveStream)"
+    )
+
+
+def reconcile(kube: Kube, settings: Settings, body: dict[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    ls_name, namespace = meta["name"], meta["namespace"]
+    generation = meta.get("generation", 1)
+    n = names(ls_name)
+    wanted_ingress = ingress(body, settings)
+    try:
+        # Look first: every child that exists must be ours before anything is written.
+        existing = {
+            kind: kube.get(kind, namespace, name)
+            for kind, name in (
+                ("Secret", n["secret"]),
+                ("PersistentVolumeClaim", n["claim"]),
+                ("Service", n["service"]),
+                ("Deployment", n["deployment"]),
+                ("Ingress", n["ingress"]),
+            )
+        }
+        owners = {kind: classify(obj, body) for kind, obj in existing.items()}
+        for kind, owner in owners.items():
+            if owner in (Owner.FOREIGN, Owner.PREVIOUS):
+                if kind == "Ingress" and wanted_ingress is None:
+                    continue  # not ours and not wanted: nothing to do with it
+                obj_name = existing[kind]["metadata"]["name"]
+                reason, message = _blocked(kind, obj_name, owner, ls_name)
+                metrics.RECONCILE_ERRORS.labels(kind=kind, reason=reason).inc()
+                return Outcome(generation, False, reason, message)
+
+        created = False
+        token = _token(existing["Secret"]) if existing["Secret"] else None
+        if owners["Secret"] is Owner.MISSING:
+            fresh = secrets.token_urlsafe(32)
+            if kube.create_if_missing(control_secret(body, fresh)) is not None:
+                # Made between our look and our create: look again on the next pass.
+                return Outcome(generation, False, "Retry", f"Secret {n['secret']} just appeared")
+            token, created = fresh, True
+        elif token is None:
+            message = f"Secret {n['secret']} has no key 'token'; delete it to get a new one"
+            metrics.RECONCILE_ERRORS.labels(kind="Secret", reason="InvalidSecret").inc()
+            return Outcome(generation, False, "InvalidSecret", message)
+
+        failures: list[tuple[str, str, str]] = []
+        manifests = [claim(body), service(body, settings), deployment(body, settings, token)]
+        if wanted_ingress is not None:
+            manifests.append(wanted_ingress)
+        for manifest in manifests:  # one failure does not hold back the other children
+            try:
+                kube.apply(manifest)
+            except ApiException as exc:
+                reason, message = api_error(exc)
+                kind = manifest["kind"]
+                name = manifest["metadata"]["name"]
+                failures.append((kind, reason, f"{kind} {name}: {reason}: {message}"))
+        if wanted_ingress is None and owners["Ingress"] is Owner.OURS:
+            ing = existing["Ingress"]["metadata"]
+            kube.delete("Ingress", namespace, ing["name"], ing["uid"])
+    except ApiException as exc:  # a read or the Secret's create
+        reason, message = api_error(exc)
+        metrics.RECONCILE_ERRORS.labels(kind="LiveStream", reason=reason).inc()
+        return Outcome(generation, False, "ApiError", f"{reason}: {message}")
+    if failures:
+        for kind, reason, _ in failures:
+            metrics.RECONCILE_ERRORS.labels(kind=kind, reason=reason).inc()
+        kind, reason, message = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        return Outcome(generation, False, "ApplyFailed", message + more, token, created)
+    metrics.RECONCILES.labels(kind="LiveStream").inc()
+    return Outcome(
+        generation,
+        True,
+        "Applied",
+        f"every child of generation {generation} is applied",
+        token,
+        created,
+    )

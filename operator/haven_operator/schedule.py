@@ -1,0 +1,40 @@
+"""When a LiveStream's next reconcile is due: pure bookkeeping, no I/O, time passed in.
+
+- now, when something woke it: a spec edit (a new generation) or a child that changed;
+- after a failure, after an exponential, jittered, capped backoff (backoff.py);
+- after a success, at a slow jittered resync, the safety net for what no watch reports
+  (the control Secret, which the operator may create and read but not watch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backoff import delay, jittered
+
+RESYNC = 300.0  # seconds between reconciles of a LiveStream nothing touched
+
+
+@dataclass
+class Schedule:
+    attempted: int | None = None  # the generation of the last reconcile, failed or not
+    applied: int | None = None  # the last generation whose every child was applied
+    failures: int = 0  # consecutive
+    next_at: float = 0.0  # monotonic time of the next reconcile
+    dirty: bool = True  # woken since the last reconcile
+
+    def due(self, generation: int, now: float) -> bool:
+        return self.dirty or generation != self.attempted or now >= self.next_at
+
+    def done(self, generation: int, ok: bool, now: float, resync: float = RESYNC) -> None:
+        self.attempted, self.dirty = generation, False
+        if ok:
+            self.applied, self.failures = generation, 0
+            self.next_at = now + jittered(resync)
+        else:
+            self.failures += 1
+            self.next_at = now + delay(self.failures)
+
+    def wait(self, now: float, interval: float) -> float:
+        """How long to sleep before looking again (status every `interval` at most)."""
+        return max(0.0, min(interval, self.next_at - now))
