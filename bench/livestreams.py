@@ -1,7 +1,9 @@
 """How the operator scales: apply N LiveStreams at once and time until every one has its
 children and a status; the operator's RSS and CPU; apiserver requests per LiveStream (from
-the apiserver's audit log, by the operator's ServiceAccount); and the p50 latency from
-`kubectl apply` to the stream pod created, at idle.
+the apiserver's audit log, by the operator's ServiceAccount) and status writes per
+LiveStream per minute with nothing changing; the p50 latency from `kubectl apply` to the
+stream pod created, at idle; and drift repair: from `kubectl delete svc <name>-stream` to the
+Service back, p50.
 
     .venv/bin/python bench/livestreams.py --count 200 --count 1000
 
@@ -51,12 +53,16 @@ def operator_pid() -> int:
 
 
 def audit_counts(log: Path) -> Counter:
+    """Requests by the operator, by verb, and status writes as "status-patch"."""
     counts: Counter = Counter()
     with open(log) as f:
         for line in f:
             event = json.loads(line)
             if event["user"]["username"] == OPERATOR_USER:
                 counts[event["verb"]] += 1
+                ref = event.get("objectRef") or {}
+                if event["verb"] == "patch" and ref.get("subresource") == "status":
+                    counts["status-patch"] += 1
     return counts
 
 
@@ -106,13 +112,19 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
             status_at = time.monotonic() - t0
         time.sleep(1)
     cpu = cpu_seconds(pid) - cpu0
-    time.sleep(10)  # steady state: what the status timers cost with nothing changing
+    time.sleep(10)  # settle
     after = audit_counts(cluster.control_plane.audit_log)
-    requests = sum(after.values()) - sum(before.values())
+    requests = sum(after.values()) - sum(before.values()) - after["status-patch"]
+    requests += before["status-patch"]
     by_verb = {v: after[v] - before[v] for v in after if after[v] - before[v]}
     idle_cpu0, idle_t0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(20)
-    idle_cores = (cpu_seconds(pid) - idle_cpu0) / (time.monotonic() - idle_t0)
+    time.sleep(60)  # steady state: nothing changes
+    idle_s = time.monotonic() - idle_t0
+    idle_cores = (cpu_seconds(pid) - idle_cpu0) / idle_s
+    steady = audit_counts(cluster.control_plane.audit_log)
+    steady_requests = sum(steady.values()) - steady["status-patch"]
+    steady_requests -= sum(after.values()) - after["status-patch"]
+    steady_writes = steady["status-patch"] - after["status-patch"]
     result = {
         "LiveStreams": count,
         "apply s": round(applied, 1),
@@ -122,6 +134,8 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
         "peak RSS MB": round(peak_rss, 1),
         "requests/LS": round(requests / count, 1),
         "idle cores": round(idle_cores, 3),
+        "idle req/LS/min": round(steady_requests / count / (idle_s / 60), 3),
+        "status writes/LS/min": round(steady_writes / count / (idle_s / 60), 3),
     }
     print(f"  requests by verb (until 10 s after status): {by_verb}", flush=True)
     core.delete_namespace(namespace)
@@ -160,10 +174,46 @@ def apply_to_pod_latency(cluster: LocalCluster, client, runs: int) -> list[float
     return latencies
 
 
+def drift_repair(cluster: LocalCluster, client, runs: int) -> list[float]:
+    """Seconds from deleting a LiveStream's Service to the operator's new one, seen by polling."""
+    namespace = "bench-drift"
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespace({"metadata": {"name": namespace}})
+    kubectl(cluster, "apply", "-n", namespace, "-f", "-",
+            input=json.dumps(livestream("drift", True)))  # fmt: skip
+
+    def service_uid() -> str | None:
+        try:
+            return core.read_namespaced_service("drift-stream", namespace).metadata.uid
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    deadline = time.monotonic() + 120
+    while service_uid() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    repairs = []
+    for _ in range(runs):
+        old = service_uid()
+        t0 = time.monotonic()
+        core.delete_namespaced_service("drift-stream", namespace)
+        while time.monotonic() - t0 < 60:
+            uid = service_uid()
+            if uid is not None and uid != old:
+                repairs.append(time.monotonic() - t0)
+                break
+            time.sleep(0.05)
+        time.sleep(1)
+    core.delete_namespace(namespace)
+    return repairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, action="append", help="LiveStreams per run")
     parser.add_argument("--latency-runs", type=int, default=10)
+    parser.add_argument("--drift-runs", type=int, default=10)
     args = parser.parse_args()
     counts = args.count or [200, 1000]
     images = ensure_images()
@@ -179,6 +229,13 @@ def main() -> None:
                 f"apply -> pod created, {len(latencies)} runs at idle: "
                 f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
                 f"max {max(latencies) * 1000:.0f} ms",
+                flush=True,
+            )
+            repairs = drift_repair(cluster, client, args.drift_runs)
+            print(
+                f"drift repair (Service deleted -> recreated), {len(repairs)} of "
+                f"{args.drift_runs} runs: p50 {statistics.median(repairs):.2f} s, "
+                f"max {max(repairs):.2f} s",
                 flush=True,
             )
             rows = [scale_run(cluster, client, n) for n in counts]

@@ -91,6 +91,9 @@ def test_valid_objects_get_their_defaults(crds, kubectl, namespace):
         (recording("x", format="mpeg2"), ["spec.format", "av1", "h264", "vp9"]),
         (recording("x", quality="ultra"), ["spec.quality"]),
         (recording("x", maxDuration="two hours"), ["spec.maxDuration"]),
+        (livestream("1cam", PUMPFUN), ["DNS-1035 label"]),
+        (livestream("c" * 53, PUMPFUN), ["at most 52 characters", "-recordings"]),
+        (recording("r" * 64), ["at most 63 characters"]),
     ],
 )
 def test_invalid_manifests_are_rejected_naming_the_field(crds, kubectl, namespace, manifest, words):
@@ -105,8 +108,25 @@ def test_immutable_fields_and_one_way_stop(crds, kubectl, namespace):
     other = {"pumpfun": {"mintId": MINT[:-1] + "x"}}
     moved = kubectl("apply", "-n", namespace, "-f", "-", input=livestream("s", other), check=False)
     assert moved.returncode != 0 and "source is immutable" in moved.stderr
-    # Everything else in a LiveStream may change.
+    # Everything else in a LiveStream may change, but the claim may only grow and keep its class.
     kubectl("apply", "-n", namespace, "-f", "-", input=livestream("s", PUMPFUN, suspend=True))
+    grown = livestream("s", PUMPFUN, suspend=True, storage={"size": "20Gi"})
+    kubectl("apply", "-n", namespace, "-f", "-", input=grown)
+    for storage, words in [
+        ({"size": "10Gi"}, "storage.size may only grow"),
+        ({"size": "20000Mi"}, "storage.size may only grow"),  # less, in other units
+        ({"size": "20Gi", "storageClassName": "fast"}, "storageClassName is immutable"),
+    ]:
+        changed = livestream("s", PUMPFUN, suspend=True, storage=storage)
+        result = kubectl("apply", "-n", namespace, "-f", "-", input=changed, check=False)
+        assert result.returncode != 0 and words in result.stderr, (storage, result.stderr)
+    classed = livestream("c", PUMPFUN, storage={"storageClassName": "slow"})
+    kubectl("apply", "-n", namespace, "-f", "-", input=classed)
+    moved = livestream("c", PUMPFUN, storage={"storageClassName": "fast"})
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=moved, check=False)
+    assert result.returncode != 0 and "storageClassName is immutable" in result.stderr
+    longest = livestream("c" * 52, PUMPFUN)  # <name>-recordings: 63 characters
+    kubectl("apply", "-n", namespace, "-f", "-", input=longest)
 
     kubectl("apply", "-n", namespace, "-f", "-", input=recording("r", format="h264"))
     edit = kubectl(

@@ -4,6 +4,7 @@ real livekit-server with the synthetic publisher, recordings on a real Persisten
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -200,9 +201,11 @@ def test_a_killed_stream_pod_resumes_the_recording_into_a_second_part(
     stop(kubectl, namespace, "long")
     st = wait_phase(kubectl, namespace, "long", "Completed")
     directory = volume_dir(kubectl, namespace, st["claimName"])
-    assert [Path(f["path"]).name for f in st["files"]] == [
-        "long-part001.mp4",
-        "long-part002.mp4",
+    uid = get(kubectl, namespace, "rec", "long")["metadata"]["uid"]
+    assert st["podRecording"] == f"long-{uid[:8]}"
+    assert [f["path"] for f in st["files"]] == [
+        f"long-{uid[:8]}/long-{uid[:8]}-part001.mp4",
+        f"long-{uid[:8]}/long-{uid[:8]}-part002.mp4",
     ]
     for part in st["files"]:
         report = analyze(directory / part["path"])
@@ -272,3 +275,98 @@ def test_the_operator_runs_with_the_charts_rbac_through_its_service_account(kube
     assert not can("create", "clusterroles.rbac.authorization.k8s.io")
     assert not can("escalate", "roles.rbac.authorization.k8s.io", "-n", "default")
     assert "Traceback" not in operator.logs()
+
+
+def test_a_recording_deleted_and_created_again_is_a_new_recording(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    go_live(kubectl, namespace, livekit_server, publisher, "cam")
+    clip = recording("clip", "cam", format="h264", quality="low")
+    apply(kubectl, namespace, clip)
+    wait_recorded(kubectl, namespace, "clip", 2)
+    stop(kubectl, namespace, "clip")
+    kubectl("wait", "-n", namespace, "rec/clip", "--for=condition=Complete", "--timeout=90s")
+    first = get(kubectl, namespace, "rec", "clip")
+    assert not first["metadata"].get("finalizers")  # over: nothing holds its deletion
+    assert condition(first["status"], "Ready")["status"] == "False"
+    assert condition(first["status"], "Failed")["status"] == "False"
+
+    kubectl("delete", "-n", namespace, "rec", "clip", "--timeout=60s")
+    apply(kubectl, namespace, clip)
+    second = wait_recorded(kubectl, namespace, "clip", 2)
+    assert second["phase"] == "Recording" and second["startedAt"] != first["status"]["startedAt"]
+    assert second["podRecording"] != first["status"]["podRecording"]
+    (part,) = second["files"]
+    assert part["path"].startswith(second["podRecording"] + "/")
+    directory = volume_dir(kubectl, namespace, "cam-recordings")
+    assert (directory / first["status"]["files"][0]["path"]).stat().st_size > 0  # kept
+    stop(kubectl, namespace, "clip")
+    kubectl("wait", "-n", namespace, "rec/clip", "--for=condition=Complete", "--timeout=90s")
+
+
+def pod_recording_state(directory: Path, name: str) -> str:
+    return json.loads((directory / name / "recording.json").read_text())["state"]
+
+
+def test_a_recording_deleted_while_its_stream_is_suspended_does_not_come_back(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    go_live(kubectl, namespace, livekit_server, publisher, "cam")
+    apply(kubectl, namespace, recording("held", "cam", format="h264", quality="low"))
+    st = wait_recorded(kubectl, namespace, "held", 2)
+    name, directory = st["podRecording"], volume_dir(kubectl, namespace, "cam-recordings")
+    suspended = livestream("cam", livekit_server, publisher, suspend=True)
+    apply(kubectl, namespace, suspended)
+    wait_for(lambda: not get(kubectl, namespace, "ls", "cam")["status"].get("podName"))
+    assert pod_recording_state(directory, name) in ("recording", "starting")  # it would resume
+
+    kubectl("delete", "-n", namespace, "rec", "held", "--wait=false")
+    time.sleep(3)  # the operator meets a deleted Recording it cannot stop yet
+    held = get(kubectl, namespace, "rec", "held")
+    assert held["metadata"]["deletionTimestamp"] and held["metadata"]["finalizers"]
+
+    apply(kubectl, namespace, livestream("cam", livekit_server, publisher))
+    wait_for(lambda: not get(kubectl, namespace, "rec", "held"), timeout=180)
+    wait_live(kubectl, namespace, "cam")
+    assert pod_recording_state(directory, name) == "completed"
+    st = wait_for(
+        lambda: (s := status(kubectl, namespace, "ls", "cam")).get("phase") == "Live" and s
+    )
+    assert st["activeRecordings"] == 0
+
+
+def test_a_changed_control_token_is_read_again_and_rolls_the_pod(
+    operator, kubectl, namespace, livekit_server, publisher
+):
+    go_live(kubectl, namespace, livekit_server, publisher, "cam")
+    apply(kubectl, namespace, recording("on", "cam", format="h264", quality="low"))
+    first = wait_recorded(kubectl, namespace, "on", 2)
+    token = "a-new-token-of-enough-length-0123456789"
+    patch = json.dumps({"stringData": {"token": token}})
+    kubectl("patch", "-n", namespace, "secret", "cam-control", "--type=merge", "-p", patch)
+    # A restarted pod takes the new token; the operator, holding the old one, gets a 401.
+    pod = get(kubectl, namespace, "ls", "cam")["status"]["podName"]
+    kubectl("delete", "pod", "-n", namespace, pod, "--grace-period=0", "--force")
+    digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+    wait_for(
+        lambda: (
+            get(kubectl, namespace, "deployment", "cam-stream")["spec"]["template"]["metadata"][
+                "annotations"
+            ]["streams.haven.dev/control-token-hash"]
+            == digest
+        ),
+        timeout=180,
+    )
+    wait_live(kubectl, namespace, "cam")
+    resumed = wait_for(
+        lambda: (
+            (s := status(kubectl, namespace, "rec", "on")).get("podUID") != first["podUID"]
+            and s.get("phase") == "Recording"
+            and s["files"][-1].get("durationSeconds", 0) >= 2
+            and s
+        ),
+        timeout=180,
+    )
+    assert condition(resumed, "Ready")["status"] == "True"
+    stop(kubectl, namespace, "on")
+    kubectl("wait", "-n", namespace, "rec/on", "--for=condition=Complete", "--timeout=90s")

@@ -248,3 +248,24 @@ def test_recording_waits_for_its_livestream_with_a_reason(operator, kubectl, nam
         )
     )
     assert st["phase"] == "Pending" and "later" in condition(st, "LiveStreamReady")["message"]
+
+
+def test_a_recording_of_a_livestream_being_deleted_fails_at_once(operator, kubectl, namespace):
+    apply(kubectl, namespace, livestream("dying"))
+    wait_for(lambda: status(kubectl, namespace, "ls", "dying").get("conditions"))
+    hold = '{"metadata":{"finalizers":["streams.haven.dev/test-hold"]}}'
+    kubectl("patch", "-n", namespace, "ls", "dying", "--type=merge", "-p", hold)
+    kubectl("delete", "-n", namespace, "ls", "dying", "--wait=false")
+    rec = {
+        "apiVersion": "streams.haven.dev/v1alpha1",
+        "kind": "Recording",
+        "metadata": {"name": "late"},
+        "spec": {"liveStreamRef": {"name": "dying"}, "format": "h264"},
+    }
+    apply(kubectl, namespace, rec)
+    kubectl("wait", "-n", namespace, "rec/late", "--for=condition=Failed", "--timeout=60s")
+    st = status(kubectl, namespace, "rec", "late")
+    assert st["phase"] == "Failed" and condition(st, "Failed")["reason"] == "LiveStreamDeleting"
+    assert not get(kubectl, namespace, "rec", "late")["metadata"].get("finalizers")
+    release = '{"metadata":{"finalizers":null}}'
+    kubectl("patch", "-n", namespace, "ls", "dying", "--type=merge", "-p", release)
