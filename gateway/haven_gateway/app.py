@@ -140,6 +140,9 @@ def recording_view(rec: dict) -> dict[str, Any]:
         "file_size_bytes": info["bytes_written"],
         "file_size_mb": round(info["bytes_written"] / (1024 * 1024), 2),
         "output_format": info["output_format"],
+        "video_quality": info["video_quality"],
+        "started_at": info["started_at"],
+        "file_path": url,
         "config": formats.config(fmt, quality),
         "recording": info,
     }
