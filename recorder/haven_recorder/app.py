@@ -25,23 +25,45 @@ from . import wsprotocol
 from .config import Settings
 from .fanout import FanOut
 from .manager import StreamManager
-from .recording import Recordings, RecordingSpec, SpecConflict, SpecError
+from .recording import (
+    MAX_DURATION,
+    MAX_GAP,
+    NAME_MAX,
+    NAME_RE,
+    Recordings,
+    RecordingSpec,
+    SpecConflict,
+    SpecError,
+    TooManyRecordings,
+)
 from .viewer import ViewerHub
-from .writer import FORMATS, quality_table
+from .writer import FORMATS, MAX_GAP_SECONDS, quality_table
 
 log = logging.getLogger("haven.api")
 
 
 class RecordingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Numbers must be finite (no Infinity/NaN) and in range, or the answer is 422.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    name: str = Field(description="Unique per pod; the file is named after it")
+    name: str = Field(
+        description="Unique per pod; the files are named after it (a lowercase DNS name)",
+        min_length=1,
+        max_length=NAME_MAX,
+        pattern=NAME_RE.pattern,
+    )
     format: Literal["av1", "h264", "vp9"] = "av1"
     quality: Literal["low", "medium", "high"] = "medium"
     audio: bool = True
     maxWidth: int | None = Field(None, ge=16, le=7680)
     maxFps: int | None = Field(None, ge=1, le=60)
-    maxDurationSeconds: float | None = Field(None, gt=0)
+    maxDurationSeconds: float | None = Field(None, gt=0, le=MAX_DURATION)
+    maxGapSeconds: float = Field(
+        MAX_GAP_SECONDS,
+        gt=0,
+        le=MAX_GAP,
+        description="a stream away longer than this starts a new part",
+    )
 
     def spec(self) -> RecordingSpec:
         return RecordingSpec(
@@ -52,6 +74,7 @@ class RecordingRequest(BaseModel):
             max_width=self.maxWidth,
             max_fps=self.maxFps,
             max_duration=self.maxDurationSeconds,
+            max_gap=self.maxGapSeconds,
         )
 
 
@@ -66,7 +89,6 @@ class Pod:
             self.fanout,
             participant_identity=settings.participant_identity,
             audio=settings.audio,
-            audio_channels=settings.audio_channels,
         )
         self.hub = ViewerHub(
             self.fanout,
@@ -75,10 +97,14 @@ class Pod:
             max_width=settings.max_width,
             jpeg_quality=settings.jpeg_quality,
             audio=settings.audio,
+            audio_channels=settings.audio_channels,
             status=self.status_message,
         )
         self.recordings = Recordings(
-            settings.recordings_dir, self.fanout, lambda: self.manager.info.fps
+            settings.recordings_dir,
+            self.fanout,
+            max_recordings=settings.max_recordings,
+            channels=lambda: self.manager.info.channels or 1,
         )
         self._tasks: list[asyncio.Task] = []
 
@@ -188,6 +214,8 @@ def create_app(settings: Settings) -> FastAPI:
             rec, created = pod.recordings.start(body.spec())
         except SpecConflict as exc:
             raise HTTPException(409, str(exc)) from exc
+        except TooManyRecordings as exc:
+            raise HTTPException(429, str(exc)) from exc
         except SpecError as exc:
             raise HTTPException(422, str(exc)) from exc
         return JSONResponse(rec.to_json(), status_code=201 if created else 200)

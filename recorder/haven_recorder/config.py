@@ -30,6 +30,7 @@ class Settings:
     audio: bool
     audio_channels: int
     recordings_dir: Path
+    max_recordings: int
     control_token: str | None
     viewer_token: str | None
     host: str
@@ -80,6 +81,12 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
         "--audio-channels", type=int, choices=[1, 2], default=int(e("AUDIO_CHANNELS", "1"))
     )
     p.add_argument("--recordings-dir", type=Path, default=Path(e("RECORDINGS_DIR", "/recordings")))
+    p.add_argument(
+        "--max-recordings",
+        type=int,
+        default=int(e("MAX_RECORDINGS", "8")),
+        help="recordings this pod runs at once; past it POST /recordings answers 429",
+    )
     p.add_argument("--control-token", default=e("CONTROL_TOKEN"))
     p.add_argument("--viewer-token", default=e("VIEWER_TOKEN"))
     p.add_argument("--host", default=e("HOST", "127.0.0.1"))
@@ -91,6 +98,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
         p.error("--jpeg-quality must be 1..100")
     if not 0 < a.max_fps <= 60:
         p.error("--max-fps must be in (0, 60]")
+    if a.max_recordings < 0:
+        p.error("--max-recordings must be >= 0")
     if a.max_viewers < 0:
         p.error("--max-viewers must be >= 0")
     return Settings(**vars(a))

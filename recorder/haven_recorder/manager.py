@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import numpy as np
 from livekit import rtc
 
 from . import metrics
@@ -31,6 +32,14 @@ log = logging.getLogger("haven.stream")
 # its adaptation within about a second and ignores the odd reading around a stall.
 STATS_INTERVAL = 0.25  # seconds
 STATS_MEDIAN_OF = 5
+# Degrees clockwise a received picture must be turned to stand upright.
+ROTATION_DEGREES = {
+    rtc.VideoRotation.VIDEO_ROTATION_0: 0,
+    rtc.VideoRotation.VIDEO_ROTATION_90: 90,
+    rtc.VideoRotation.VIDEO_ROTATION_180: 180,
+    rtc.VideoRotation.VIDEO_ROTATION_270: 270,
+}
+TF_STEREO = 0  # livekit's AudioTrackFeature.TF_STEREO
 
 
 class StreamState(StrEnum):
@@ -82,7 +91,6 @@ class StreamManager:
         *,
         participant_identity: str | None = None,
         audio: bool = True,
-        audio_channels: int = 1,
         sample_rate: int = 48000,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
@@ -91,7 +99,6 @@ class StreamManager:
         self.fanout = fanout
         self.identity = participant_identity
         self.audio = audio
-        self.audio_channels = audio_channels
         self.sample_rate = sample_rate
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -268,7 +275,7 @@ class StreamManager:
             reader = self._read_video(track)
         elif track.kind == rtc.TrackKind.KIND_AUDIO:
             self.info.audio_codec = mime
-            reader = self._read_audio(track)
+            reader = self._read_audio(track, stereo=TF_STEREO in pub.audio_features)
         else:
             return
         self._readers[track.sid] = asyncio.create_task(self._with_delay_stats(track, reader))
@@ -342,9 +349,11 @@ class StreamManager:
                 f = event.frame
                 delay = self.receive_delay.get(rtc.TrackKind.KIND_VIDEO, 0.0)
                 pts = clock.capture_time(now, event.timestamp_us, delay)
-                frame = VideoFrame(f.width, f.height, f.data, pts)
+                # The picture is turned upright by the handlers, in their threads.
+                rotation = ROTATION_DEGREES.get(event.rotation, 0)
+                frame = VideoFrame(f.width, f.height, f.data, pts, rotation)
                 info = self.info
-                info.width, info.height, info.last_frame_time = f.width, f.height, time.time()
+                (info.width, info.height), info.last_frame_time = frame.upright_size, time.time()
                 self._frame_times.append(now)
                 if len(self._frame_times) > 1:
                     span = self._frame_times[-1] - self._frame_times[0]
@@ -355,17 +364,27 @@ class StreamManager:
         finally:
             await stream.aclose()
 
-    async def _read_audio(self, track: rtc.Track) -> None:
-        stream = rtc.AudioStream(
-            track, sample_rate=self.sample_rate, num_channels=self.audio_channels, capacity=50
-        )
-        self.info.sample_rate, self.info.channels = self.sample_rate, self.audio_channels
+    async def _read_audio(self, track: rtc.Track, stereo: bool) -> None:
+        """Audio at `sample_rate` (the SDK resamples 44.1 kHz and others), in the source's
+        channels: decoded as two, and published as one while both are the same (a mono
+        source decodes to two equal channels) unless the track says it is stereo."""
+        stream = rtc.AudioStream(track, sample_rate=self.sample_rate, num_channels=2, capacity=50)
+        self.info.sample_rate, self.info.channels = self.sample_rate, 2 if stereo else 1
         clock = AudioClock(self.sample_rate)
         try:
             async for event in stream:
                 f = event.frame
                 delay = self.receive_delay.get(rtc.TrackKind.KIND_AUDIO, 0.0)
                 pts = clock.capture_time(time.monotonic(), f.samples_per_channel, delay)
-                self.fanout.publish(AudioFrame(bytes(f.data), f.sample_rate, f.num_channels, pts))
+                data = bytes(f.data)
+                if not stereo:
+                    pcm = np.frombuffer(data, np.int16).reshape(-1, f.num_channels)
+                    if f.num_channels == 1 or np.array_equal(pcm[:, 0], pcm[:, 1]):
+                        data = pcm[:, 0].tobytes()
+                    else:  # the two channels differ: stereo from now on
+                        stereo, self.info.channels = True, 2
+                        log.info("the audio track %s is stereo", track.sid)
+                channels = 2 if stereo else 1
+                self.fanout.publish(AudioFrame(data, f.sample_rate, channels, pts))
         finally:
             await stream.aclose()

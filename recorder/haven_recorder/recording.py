@@ -1,8 +1,19 @@
 """Recording handlers: each recording subscribes to the fan-out and encodes in a worker
 thread of its own, so several run at once on the one connection and the loop never encodes.
 
-State lives on the volume (`<root>/<name>/recording.json`): a pod that restarts resumes the
-recordings that were running into a new part, and never touches a part already written.
+State lives on the volume (`<root>/<name>/recording.json`, written atomically and fsynced in a
+thread of its own): a pod that restarts resumes the recordings that were running into a new
+part, and never touches a part already written. A state file that cannot be read is listed
+as failed (`StateUnreadable`), never skipped in silence.
+
+Queues: video and audio queue separately, bounded in bytes (VIDEO_QUEUE_BYTES,
+AUDIO_QUEUE_BYTES), so an encoder that falls behind loses video first; the drops are counted
+per kind, and the recording says `degraded` (reason `EncoderBehind`) while it is losing frames.
+
+Stop means stop: the recording takes no frame from the moment `stop` is called, writes what
+was queued before it for at most STOP_DRAIN_SECONDS, drops the rest, and finalizes the part.
+A stream that was away longer than `maxGapSeconds`, or a picture of another shape, starts a
+new part; `maxDuration` ends the recording on a timer, whether frames arrive or not.
 """
 
 from __future__ import annotations
@@ -13,9 +24,11 @@ import datetime as dt
 import errno
 import json
 import logging
+import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,19 +37,27 @@ import av
 
 from . import metrics
 from .fanout import FanOut, Subscription
-from .frames import VideoFrame
-from .repair import trim_to_whole_fragments
-from .writer import FORMATS, QUALITY, PartWriter, probe_duration
+from .frames import AudioFrame, Frame, VideoFrame
+from .repair import fsync_dir, trim_to_whole_fragments
+from .writer import FORMATS, MAX_GAP_SECONDS, QUALITY, PartWriter, probe_duration
 
 log = logging.getLogger("haven.recording")
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+NAME_MAX = 100  # leaves room for "-partNNN.webm" and the state file beside it
+NAME_RE = re.compile(rf"^[a-z0-9]([-a-z0-9.]{{0,{NAME_MAX - 2}}}[a-z0-9])?$")
 STATE_FILE = "recording.json"
 # Room kept beside the state file while a recording runs and given up for its final state, so
 # that state (say, DiskFull) reaches even a full volume and a restarted pod does not resume it.
 RESERVE_FILE, RESERVE_BYTES = ".reserve", 256 * 1024
-QUEUE_FRAMES = 240  # about 2 s of 30 fps video and its audio
+VIDEO_QUEUE_BYTES = 48 << 20  # about 1 s of 1080p30 I420, 2 s of 720p30
+AUDIO_QUEUE_BYTES = 2 << 20  # about 10 s of 48 kHz stereo
+QUEUE_FRAMES = 4096  # per kind; the byte bounds are the ones that bite
+STOP_DRAIN_SECONDS = 1.0  # a stop writes what was queued before it for at most this long
+DEGRADED_SECONDS = 10.0  # degraded while frames were dropped this recently
 PERSIST_EVERY = 5.0  # seconds between progress writes to the state file
+MAX_DURATION = 31 * 86400.0  # seconds
+MAX_GAP = 3600.0  # seconds
+DEFAULT_MAX_RECORDINGS = 8
 
 
 class RecordingState(StrEnum):
@@ -54,6 +75,14 @@ class SpecError(ValueError):
     """A recording request that cannot be honoured; the API answers 4xx with its message."""
 
 
+def _in_range(value: object, low: float, high: float, *, open_low: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not math.isfinite(value):
+        return False
+    return (low < value if open_low else low <= value) and value <= high
+
+
 @dataclass(frozen=True)
 class RecordingSpec:
     name: str
@@ -63,20 +92,32 @@ class RecordingSpec:
     max_width: int | None = None
     max_fps: int | None = None
     max_duration: float | None = None  # seconds
+    max_gap: float = MAX_GAP_SECONDS  # seconds the stream may be away within one part
 
     def validate(self) -> RecordingSpec:
-        if not NAME_RE.match(self.name):
-            raise SpecError(f"name {self.name!r} must be a lowercase DNS name (a-z, 0-9, '-', '.')")
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
+            raise SpecError(
+                f"name {self.name!r} must be a lowercase DNS name (a-z, 0-9, '-', '.') "
+                f"of at most {NAME_MAX} characters"
+            )
         if self.format not in FORMATS:
             raise SpecError(f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}")
         if self.quality not in QUALITY[self.format]:
             raise SpecError(f"unknown quality {self.quality!r}; use low, medium or high")
-        if self.max_width is not None and not 16 <= self.max_width <= 7680:
-            raise SpecError("maxWidth must be between 16 and 7680")
-        if self.max_fps is not None and not 1 <= self.max_fps <= 60:
-            raise SpecError("maxFps must be between 1 and 60")
-        if self.max_duration is not None and self.max_duration <= 0:
-            raise SpecError("maxDuration must be positive")
+        if self.max_width is not None and not (
+            isinstance(self.max_width, int) and _in_range(self.max_width, 16, 7680)
+        ):
+            raise SpecError("maxWidth must be a whole number between 16 and 7680")
+        if self.max_fps is not None and not (
+            isinstance(self.max_fps, int) and _in_range(self.max_fps, 1, 60)
+        ):
+            raise SpecError("maxFps must be a whole number between 1 and 60")
+        if self.max_duration is not None and not _in_range(
+            self.max_duration, 0, MAX_DURATION, open_low=True
+        ):
+            raise SpecError(f"maxDurationSeconds must be a number in (0, {MAX_DURATION:.0f}]")
+        if not _in_range(self.max_gap, 0, MAX_GAP, open_low=True):
+            raise SpecError(f"maxGapSeconds must be a number in (0, {MAX_GAP:.0f}]")
         return self
 
 
@@ -95,6 +136,9 @@ class Progress:
     parts: list[PartInfo] = field(default_factory=list)
     framesWritten: int = 0
     framesDropped: int = 0
+    videoFramesDropped: int = 0
+    audioFramesDropped: int = 0
+    degraded: bool = False
     startedAt: str | None = None
     stoppedAt: str | None = None
     reason: str = "Starting"
@@ -105,26 +149,52 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def write_state(directory: Path, data: str) -> None:
+    """Replace `directory`/recording.json with `data`, atomically and durably (blocking)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{STATE_FILE}.tmp"
+    with open(tmp, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / STATE_FILE)
+    fsync_dir(directory)
+
+
+def _mono() -> int:
+    return 1
+
+
 class Recording:
     def __init__(
-        self, spec: RecordingSpec, root: Path, fanout: FanOut, fps_hint=lambda: 0.0
+        self, spec: RecordingSpec, root: Path, fanout: FanOut, channels: Callable[[], int] = _mono
     ) -> None:
+        """`channels`: the stream's audio channels, for a part that opens before any audio."""
         self.spec = spec
+        self.channels_hint = channels
         self.root = root
         self.dir = root / spec.name
         self.fanout = fanout
-        self.fps_hint = fps_hint
         self.progress = Progress(startedAt=_now())
         self._sub: Subscription | None = None
         self._task: asyncio.Task | None = None
         self._writer: PartWriter | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"rec-{spec.name}"[:15])
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"state-{spec.name}"[:15])
         self._suspending = False
-        self._frames_before = self._drops_before = self._bytes_reported = 0
+        self._drain_until: float | None = None  # loop time; set once the recording is ending
+        self._limit: asyncio.TimerHandle | None = None
+        self._channels: int | None = None  # of the latest audio: a new part starts with it
+        self._frames_before = self._bytes_reported = 0
+        self._drops_before = (0, 0)  # video, audio: dropped before this run (a pod restart)
+        self._bad = [0, 0]  # video, audio frames the writer could not take
+        self._drops_seen = 0
+        self._last_drop: float | None = None
 
     # -- state on disk -----------------------------------------------------------------------
 
     def to_json(self) -> dict:
+        self._sync_counts()
         p = self.progress
         return {
             "name": self.spec.name,
@@ -141,28 +211,43 @@ class Recording:
             "durationSeconds": round(sum(part.durationSeconds for part in p.parts), 3),
             "framesWritten": p.framesWritten,
             "framesDropped": p.framesDropped,
+            "videoFramesDropped": p.videoFramesDropped,
+            "audioFramesDropped": p.audioFramesDropped,
+            "degraded": p.degraded,
             "startedAt": p.startedAt,
             "stoppedAt": p.stoppedAt,
         }
 
-    def persist(self) -> None:
-        """Write the state file atomically; a full disk is logged, not raised."""
+    def _write_quietly(self, data: str) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / f".{STATE_FILE}.tmp"
-            tmp.write_text(json.dumps(self.to_json(), indent=2))
-            os.replace(tmp, self.dir / STATE_FILE)
-        except OSError as exc:
+            write_state(self.dir, data)
+        except OSError as exc:  # a full disk is logged, not raised
             log.warning("could not save state of recording %s: %s", self.spec.name, exc)
 
+    def persist(self) -> None:
+        """Write the state file now (blocking: fsync). On the loop, use `save`."""
+        self._write_quietly(json.dumps(self.to_json(), indent=2))
+
+    def _persist_later(self) -> Future:
+        """Queue a state write on this recording's I/O thread (in order, off the loop)."""
+        return self._io.submit(self._write_quietly, json.dumps(self.to_json(), indent=2))
+
+    async def save(self) -> None:
+        await asyncio.wrap_future(self._persist_later())
+
     @classmethod
-    def load(cls, state_file: Path, root: Path, fanout: FanOut, fps_hint=lambda: 0.0) -> Recording:
+    def load(
+        cls, state_file: Path, root: Path, fanout: FanOut, channels: Callable[[], int] = _mono
+    ) -> Recording:
         data = json.loads(state_file.read_text())
-        rec = cls(RecordingSpec(**data["spec"]).validate(), root, fanout, fps_hint)
+        rec = cls(RecordingSpec(**data["spec"]).validate(), root, fanout, channels)
         p = rec.progress
         p.state = RecordingState(data["state"])
         p.parts = [PartInfo(**part) for part in data["parts"]]
         p.framesWritten, p.framesDropped = data["framesWritten"], data["framesDropped"]
+        p.videoFramesDropped = data.get("videoFramesDropped", p.framesDropped)
+        p.audioFramesDropped = data.get("audioFramesDropped", 0)
+        p.degraded = bool(data.get("degraded", False))
         p.startedAt, p.stoppedAt = data["startedAt"], data["stoppedAt"]
         p.reason, p.error = data["reason"], data["error"]
         unfinished = p.parts[-1] if p.parts and p.parts[-1].endedAt is None else None
@@ -173,6 +258,19 @@ class Recording:
             unfinished.sizeBytes = path.stat().st_size if path.exists() else 0
             unfinished.durationSeconds = round(probe_duration(path), 3)
             unfinished.endedAt = _now()
+        return rec
+
+    @classmethod
+    def unreadable(cls, state_file: Path, root: Path, fanout: FanOut, exc: Exception) -> Recording:
+        """A recording whose state file cannot be read: listed as failed, with its files."""
+        rec = cls(RecordingSpec(name=state_file.parent.name), root, fanout)
+        p = rec.progress
+        p.state, p.reason, p.startedAt = RecordingState.FAILED, "StateUnreadable", None
+        p.error = f"{state_file.name} could not be read: {exc}"[:500]
+        p.parts = [
+            PartInfo(path=str(f.relative_to(root)), sizeBytes=f.stat().st_size)
+            for f in sorted(state_file.parent.glob("*-part[0-9][0-9][0-9].*"))
+        ]
         return rec
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -186,29 +284,46 @@ class Recording:
         if self.progress.parts:
             self.progress.reason = "Resuming"
         self.progress.state = RecordingState.STARTING
-        self.persist()
-        with contextlib.suppress(OSError), open(self.dir / RESERVE_FILE, "wb") as f:
-            os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+        self._persist_later()
+        self._io.submit(self._reserve)
         self._sub = self.fanout.subscribe(
-            f"recording:{self.spec.name}", maxsize=QUEUE_FRAMES, audio=self.spec.audio
+            f"recording:{self.spec.name}",
+            maxsize=QUEUE_FRAMES,
+            audio=self.spec.audio,
+            video_bytes=VIDEO_QUEUE_BYTES,
+            audio_bytes=AUDIO_QUEUE_BYTES,
         )
         self._task = asyncio.create_task(self._run(), name=f"recording-{self.spec.name}")
 
+    def _reserve(self) -> None:
+        with contextlib.suppress(OSError), open(self.dir / RESERVE_FILE, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+
+    def _end(self, reason: str | None) -> None:
+        """Take no more frames from now on; what was queued is written for at most
+        STOP_DRAIN_SECONDS. `reason` None suspends (the next pod resumes the recording)."""
+        if self._sub is None or self._drain_until is not None or not self.active:
+            return
+        if reason is None:
+            self._suspending = True
+        else:
+            self.progress.state, self.progress.reason = RecordingState.STOPPING, reason
+        self._sub.detach()
+        self._sub.queue.close()
+        self._drain_until = asyncio.get_running_loop().time() + STOP_DRAIN_SECONDS
+        if self._limit is not None:
+            self._limit.cancel()
+
     async def stop(self, reason: str = "Stopped") -> dict:
         """Finalize the file and return the final state. Idempotent."""
-        if self.active and self._sub is not None:
-            self.progress.state = RecordingState.STOPPING
-            self.progress.reason = reason
-            self._sub.queue.close()  # the loop drains what is queued, then ends
+        self._end(reason)
         if self._task is not None:
             await asyncio.shield(self._task)
         return self.to_json()
 
     async def suspend(self) -> None:
         """Close the current part cleanly but stay active: the next pod resumes it."""
-        if self.active and self._sub is not None:
-            self._suspending = True
-            self._sub.queue.close()
+        self._end(None)
         if self._task is not None:
             await asyncio.shield(self._task)
 
@@ -219,92 +334,150 @@ class Recording:
         while (self.root / relative).exists():  # never overwrite a part
             number += 1
             relative = f"{self.spec.name}/{self.spec.name}-part{number:03d}.{ext}"
-        hint = self.fps_hint() or 30
-        fps = min(self.spec.max_fps or 60, max(1, round(hint)))
         self.progress.parts.append(PartInfo(path=relative))
         return PartWriter(
             self.root / relative,
             self.spec.format,
             self.spec.quality,
             audio=self.spec.audio,
-            fps=fps,
             max_width=self.spec.max_width,
+            max_fps=self.spec.max_fps,
+            max_gap=self.spec.max_gap,
+            channels=self._channels or self.channels_hint(),
         )
 
+    def _sync_counts(self) -> None:
+        if self._sub is None:
+            return
+        p = self.progress
+        p.videoFramesDropped = self._drops_before[0] + self._sub.dropped_video + self._bad[0]
+        p.audioFramesDropped = self._drops_before[1] + self._sub.dropped_audio + self._bad[1]
+        p.framesDropped = p.videoFramesDropped + p.audioFramesDropped
+
     def _sync_part(self) -> None:
+        self._sync_counts()
         if self._writer is None or not self.progress.parts:
             return
         part, stats = self.progress.parts[-1], self._writer.stats
         part.sizeBytes = stats.bytes_written
         part.durationSeconds = round(stats.video_duration, 3)
         self.progress.framesWritten = self._frames_before + stats.frames_written
-        self.progress.framesDropped = self._drops_before + (self._sub.dropped if self._sub else 0)
         metrics.BYTES_WRITTEN.labels(recording=self.spec.name).inc(
             max(0, stats.bytes_written - self._bytes_reported)
         )
         self._bytes_reported = stats.bytes_written
 
+    def _check_degraded(self, now: float) -> None:
+        """Degraded (reason EncoderBehind) while the queues dropped frames in the last
+        DEGRADED_SECONDS: the encoder does not keep up with the stream."""
+        assert self._sub is not None
+        if self._sub.dropped > self._drops_seen:
+            self._drops_seen, self._last_drop = self._sub.dropped, now
+        degraded = self._last_drop is not None and now - self._last_drop < DEGRADED_SECONDS
+        p = self.progress
+        if degraded == p.degraded:
+            return
+        p.degraded = degraded
+        if p.state == RecordingState.RECORDING:
+            p.reason = "EncoderBehind" if degraded else "Recording"
+        if degraded:
+            log.warning("recording %s is dropping frames: its encoder is behind", self.spec.name)
+
+    def _write(self, frame: Frame) -> None:
+        """Write one frame (in the recording's thread); a frame it cannot take is skipped."""
+        assert self._writer is not None
+        is_video = isinstance(frame, VideoFrame)
+        try:
+            if is_video:
+                self._writer.write_video(frame)
+            else:
+                self._writer.write_audio(frame)
+        except ValueError as exc:
+            if isinstance(exc, av.error.FFmpegError):
+                raise
+            self._bad[0 if is_video else 1] += 1
+            log.warning("recording %s skipped a frame: %s", self.spec.name, exc)
+
+    async def _roll(self, why: str) -> None:
+        """End the current part and start the next."""
+        assert self._writer is not None
+        log.info("recording %s starts a new part: %s", self.spec.name, why)
+        writer = self._writer
+        await asyncio.get_running_loop().run_in_executor(self._executor, writer.close)
+        self._end_part()
+        self._frames_before += writer.stats.frames_written
+        self._bytes_reported = 0
+        self._writer = self._new_part()
+        await self.save()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._sub is not None
-        self._frames_before = self.progress.framesWritten
-        self._drops_before = self.progress.framesDropped
+        p = self.progress
+        self._frames_before = p.framesWritten
+        self._drops_before = (p.videoFramesDropped, p.audioFramesDropped)
         self._bytes_reported = 0
         self._writer = self._new_part()
         last_persist = loop.time()
-        limit = self._duration_limit()
+        if (remaining := self._duration_left()) is not None:
+            self._limit = loop.call_later(remaining, self._end, "MaxDurationReached")
         try:
             async for frame in self._sub:
-                is_video = isinstance(frame, VideoFrame)
-                write = self._writer.write_video if is_video else self._writer.write_audio
-                await loop.run_in_executor(self._executor, write, frame)
-                if self.progress.state == RecordingState.STARTING and self._writer.is_open:
-                    self.progress.state, self.progress.reason = (
-                        RecordingState.RECORDING,
-                        "Recording",
-                    )
-                    self.progress.parts[-1].startedAt = _now()
-                    self.persist()
-                if is_video:
+                if self._drain_until is not None and loop.time() > self._drain_until:
+                    kind = self._sub.queue.video if isinstance(frame, VideoFrame) else None
+                    (kind or self._sub.queue.audio).dropped += 1  # this one is not written
+                    left = self._sub.queue.close(discard=True)
+                    log.warning("recording %s dropped %d queued frames", self.spec.name, left)
+                    break
+                if isinstance(frame, AudioFrame):
+                    self._channels = frame.channels
+                if why := self._writer.split_reason(frame):
+                    await self._roll(why)
+                await loop.run_in_executor(self._executor, self._write, frame)
+                part = p.parts[-1]
+                if part.startedAt is None and self._writer.is_open:
+                    part.startedAt = _now()
+                    if p.state == RecordingState.STARTING:
+                        p.state, p.reason = RecordingState.RECORDING, "Recording"
+                    await self.save()
+                self._check_degraded(loop.time())
+                if isinstance(frame, VideoFrame):
                     metrics.FRAMES_OUT.labels(handler=f"recording:{self.spec.name}").inc()
                 if loop.time() - last_persist > PERSIST_EVERY:
                     self._sync_part()
-                    self.persist()
+                    await self.save()
                     last_persist = loop.time()
-                if limit is not None and loop.time() >= limit and self.active:
-                    self.progress.state, self.progress.reason = (
-                        RecordingState.STOPPING,
-                        "MaxDurationReached",
-                    )
-                    self._sub.queue.close()
             await loop.run_in_executor(self._executor, self._writer.close)
             if self._suspending:
                 self._end_part()
-                self.progress.reason = "Interrupted"
-                self.persist()
+                p.reason = "Interrupted"
+                await self.save()
             else:
-                self._finish(RecordingState.COMPLETED, self.progress.reason)
+                await self._finish(RecordingState.COMPLETED, p.reason)
         except (OSError, av.error.FFmpegError) as exc:
             disk_full = getattr(exc, "errno", None) == errno.ENOSPC
             reason = "DiskFull" if disk_full else "WriteFailed"
-            message = (
-                f"disk full writing {self.progress.parts[-1].path}"
-                if disk_full
-                else f"write failed: {exc}"
-            )
+            message = f"disk full writing {p.parts[-1].path}" if disk_full else f"{exc}"
             log.error("recording %s failed: %s", self.spec.name, message)
             await loop.run_in_executor(self._executor, self._writer.abort)
-            self._finish(RecordingState.FAILED, reason, message)
+            await self._finish(RecordingState.FAILED, reason, message)
+        except Exception as exc:  # never leave a recording that says it records and does not
+            log.exception("recording %s failed", self.spec.name)
+            await loop.run_in_executor(self._executor, self._writer.abort)
+            await self._finish(RecordingState.FAILED, "Error", repr(exc)[:300])
         finally:
+            if self._limit is not None:
+                self._limit.cancel()
             self._sub.close()
             self._executor.shutdown(wait=False)
+            self._io.shutdown(wait=False)
 
-    def _duration_limit(self) -> float | None:
+    def _duration_left(self) -> float | None:
         if self.spec.max_duration is None or self.progress.startedAt is None:
             return None
         started = dt.datetime.fromisoformat(self.progress.startedAt.replace("Z", "+00:00"))
         elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
-        return asyncio.get_running_loop().time() + max(0.0, self.spec.max_duration - elapsed)
+        return max(0.0, self.spec.max_duration - elapsed)
 
     def _end_part(self) -> None:
         self._sync_part()
@@ -318,32 +491,55 @@ class Recording:
         else:
             part.endedAt = _now()
 
-    def _finish(self, state: RecordingState, reason: str, error: str | None = None) -> None:
+    async def _finish(self, state: RecordingState, reason: str, error: str | None = None) -> None:
+        """Record the final state on the volume, then show it."""
         self._end_part()
-        self.progress.state, self.progress.reason, self.progress.error = state, reason, error
-        self.progress.stoppedAt = _now()
+        p = self.progress
+        p.reason, p.error, p.stoppedAt = reason, error, _now()
         with contextlib.suppress(OSError):  # room for the final state, even on a full disk
             (self.dir / RESERVE_FILE).unlink()
-        self.persist()
+        final = {**self.to_json(), "state": state.value}
+        await asyncio.wrap_future(self._io.submit(self._write_quietly, json.dumps(final, indent=2)))
+        p.state = state
         log.info("recording %s %s (%s)", self.spec.name, state, reason)
+
+
+class TooManyRecordings(SpecError):
+    """The pod already runs its maximum of recordings."""
+
+
+class SpecConflict(SpecError):
+    """The same name with different settings."""
 
 
 class Recordings:
     """All recordings of this pod, by name."""
 
-    def __init__(self, root: Path, fanout: FanOut, fps_hint=lambda: 0.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        fanout: FanOut,
+        max_recordings: int = DEFAULT_MAX_RECORDINGS,
+        channels: Callable[[], int] = _mono,
+    ) -> None:
         self.root = root
         self.fanout = fanout
-        self.fps_hint = fps_hint
+        self.channels = channels
+        self.max_recordings = max_recordings
         self.items: dict[str, Recording] = {}
 
     def _load_all(self) -> list[Recording]:
         loaded = []
         for state_file in sorted(self.root.glob(f"*/{STATE_FILE}")):
             try:
-                loaded.append(Recording.load(state_file, self.root, self.fanout, self.fps_hint))
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                log.warning("ignoring unreadable %s: %s", state_file, exc)
+                loaded.append(Recording.load(state_file, self.root, self.fanout, self.channels))
+            except Exception as exc:  # listed as failed, never skipped
+                log.error("unreadable recording state %s: %s", state_file, exc)
+                loaded.append(Recording.unreadable(state_file, self.root, self.fanout, exc))
+            rec = loaded[-1]
+            if rec.progress.state == RecordingState.STOPPING:  # the stop was under way
+                rec.progress.state, rec.progress.stoppedAt = RecordingState.COMPLETED, _now()
+                rec.persist()
         return loaded
 
     async def resume(self) -> list[str]:
@@ -351,10 +547,7 @@ class Recordings:
         resumed = []
         for rec in await asyncio.to_thread(self._load_all):  # probing files is blocking I/O
             self.items[rec.spec.name] = rec
-            if rec.progress.state == RecordingState.STOPPING:  # the stop was under way
-                rec.progress.state, rec.progress.stoppedAt = RecordingState.COMPLETED, _now()
-                rec.persist()
-            elif rec.active:
+            if rec.active:
                 rec.start()
                 resumed.append(rec.spec.name)
         return resumed
@@ -369,7 +562,13 @@ class Recordings:
                     f"recording {spec.name!r} exists with other settings: {asdict(existing.spec)}"
                 )
             return existing, False
-        rec = Recording(spec, self.root, self.fanout, self.fps_hint)
+        running = sum(r.active for r in self.items.values())
+        if running >= self.max_recordings:
+            raise TooManyRecordings(
+                f"this stream pod already runs {running} recordings, its maximum "
+                f"(--max-recordings {self.max_recordings}); stop one first"
+            )
+        rec = Recording(spec, self.root, self.fanout, self.channels)
         self.items[spec.name] = rec
         rec.start()
         return rec, True
@@ -377,7 +576,3 @@ class Recordings:
     async def suspend_all(self) -> None:
         """Pod shutdown: finalize every open part; the recordings resume in the next pod."""
         await asyncio.gather(*(r.suspend() for r in self.items.values() if r.active))
-
-
-class SpecConflict(SpecError):
-    """The same name with different settings."""

@@ -1,4 +1,4 @@
-"""Cut a fragmented MP4 back to its last whole fragment.
+"""Cut a fragmented MP4 back to its last whole fragment, and make files durable.
 
 A part that a crash or a full disk interrupted ends partway through a fragment. Matroska
 demuxers read such a tail up to where it stops, but FFmpeg's MP4 demuxer fails on it: at the
@@ -56,4 +56,23 @@ def trim_to_whole_fragments(path: Path) -> int:
     if end >= size:
         return 0
     os.truncate(path, end)
+    fsync_path(path)
     return size - end
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file and its directory entry to the disk (blocking: call it off the loop)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

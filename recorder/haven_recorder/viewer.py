@@ -1,9 +1,10 @@
 """The viewer handler: JPEG video and PCM audio for WebSocket viewers.
 
-Each video frame is JPEG-encoded at most once (at `max_fps`, scaled to `max_width`), in a
-worker thread, and the message and its WebSocket frame are built once and written to every
-viewer's socket (see wsprotocol). A viewer whose socket is backed up skips frames until it
-drains: a stalled viewer loses frames, nobody else does.
+Each video frame is JPEG-encoded at most once (at `max_fps`, turned upright, scaled to
+`max_width`; any size, odd or even), in a worker thread, and the message and its WebSocket
+frame are built once and written to every viewer's socket (see wsprotocol). A viewer whose
+socket is backed up skips frames until it drains: a stalled viewer loses frames, nobody else
+does. Audio goes out in the configured channel count, whatever the source sends.
 
 Messages (JSON text, compatible with the old frontend):
     {"type": "video_frame", "data": <base64 JPEG>, "timestamp": s, "width": w, "height": h}
@@ -29,7 +30,7 @@ import simplejpeg
 
 from . import metrics, wsprotocol
 from .fanout import DropOldestQueue, FanOut
-from .frames import AudioFrame, VideoFrame
+from .frames import AudioFrame, VideoFrame, remix
 
 log = logging.getLogger("haven.viewer")
 
@@ -70,12 +71,11 @@ def scaled_size(width: int, height: int, max_width: int) -> tuple[int, int]:
 
 
 def encode_jpeg(frame: VideoFrame, max_width: int, quality: int) -> tuple[bytes, int, int]:
-    """I420 to JPEG, scaled down to `max_width` (runs in a worker thread)."""
+    """I420 of any size to an upright JPEG, scaled down to `max_width` (in a worker thread)."""
     started = time.perf_counter()
+    frame = frame.upright()
     width, height = scaled_size(frame.width, frame.height, max_width)
-    if (width, height) != (frame.width, frame.height):
-        scaled = frame.to_av().reformat(width=width, height=height, interpolation="AREA")
-        frame = VideoFrame.from_av(scaled, frame.pts)
+    frame = frame.scaled(width, height)
     y, u, v = frame.planes()
     jpeg = simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality, fastdct=True)
     metrics.ENCODE_SECONDS.labels(encoder="jpeg").observe(time.perf_counter() - started)
@@ -113,6 +113,7 @@ class ViewerHub:
         max_width: int = 1280,
         jpeg_quality: int = 75,
         audio: bool = True,
+        audio_channels: int = 1,
         status: Callable[[], str] | None = None,
     ) -> None:
         self.fanout = fanout
@@ -122,6 +123,7 @@ class ViewerHub:
         self.max_width = max_width
         self.jpeg_quality = jpeg_quality
         self.audio = audio
+        self.audio_channels = audio_channels  # what viewers get, whatever the source sends
         self.viewers: set[Viewer] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
         self._tasks: list[asyncio.Task] = []
@@ -188,29 +190,30 @@ class ViewerHub:
     async def _audio_loop(self) -> None:
         sub = self.fanout.subscribe("viewer-audio", maxsize=100, video=False)
         chunks: list[AudioFrame] = []
+        channels = self.audio_channels
         try:
             async for frame in sub:
                 if not self.viewers:
                     chunks.clear()
                     continue
+                if chunks and frame.sample_rate != chunks[0].sample_rate:
+                    chunks.clear()  # the source changed its rate: one rate per message
                 chunks.append(frame)
                 if sum(c.duration for c in chunks) + 1e-6 < AUDIO_CHUNK_SECONDS:
                     continue
                 first = chunks[0]
-                pcm = b"".join(c.data for c in chunks)
+                pcm = b"".join(remix(c.pcm(), channels).tobytes() for c in chunks)
                 chunks.clear()
                 text = json.dumps(
                     {
                         "type": "audio_frame",
                         "data": base64.b64encode(pcm).decode(),
                         "sample_rate": first.sample_rate,
-                        "channels": first.channels,
+                        "channels": channels,
                         "timestamp": first.pts,
                     }
                 )
-                binary = binary_message(
-                    AUDIO_KIND, first.pts, pcm, first.sample_rate, first.channels
-                )
+                binary = binary_message(AUDIO_KIND, first.pts, pcm, first.sample_rate, channels)
                 self.broadcast(Message.of(text, binary))
         finally:
             sub.close()

@@ -1,4 +1,5 @@
-"""Fan-out: bounded per-handler queues; a slow handler drops its own oldest frames only."""
+"""Fan-out: bounded per-handler queues, per kind and in bytes; a slow handler drops its own
+oldest frames only, video before audio."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def test_a_stalled_handler_does_not_delay_the_others():
     await task
     assert received == [float(i) for i in range(100)] and fast.dropped == 0
     assert stalled.dropped == 96 and len(stalled.queue) == 4
-    assert [f.pts for f in list(stalled.queue._items)] == [96.0, 97.0, 98.0, 99.0]
+    assert [f.pts for f in stalled.queue.video.items] == [96.0, 97.0, 98.0, 99.0]
 
 
 async def test_subscriptions_pick_their_media_kinds():
@@ -54,3 +55,43 @@ async def test_subscriptions_pick_their_media_kinds():
     assert len(only_audio.queue) == 1
     only_audio.close()
     assert only_audio not in fanout.subscriptions
+
+
+def audio(pts: float) -> AudioFrame:
+    return AudioFrame(bytes(960), 48000, 1, pts)  # 10 ms
+
+
+async def test_queues_are_bounded_in_bytes_per_kind_and_read_in_capture_order():
+    fanout = FanOut()
+    sub = fanout.subscribe("rec", maxsize=1000, video_bytes=3 * 6, audio_bytes=100 * 960)
+    for i in range(10):
+        fanout.publish(video(i))  # 6 bytes each: 3 fit
+        fanout.publish(audio(i + 0.5))
+    assert (sub.dropped_video, sub.dropped_audio, sub.dropped) == (7, 0, 7)
+    assert sub.queue.nbytes == 3 * 6 + 10 * 960
+    sub.queue.close()
+    order = [(type(f).__name__[0], f.pts) async for f in sub]
+    assert order == sorted(order, key=lambda kind_pts: kind_pts[1])
+    assert [pts for kind, pts in order if kind == "V"] == [7.0, 8.0, 9.0]
+    assert len([kind for kind, _ in order if kind == "A"]) == 10
+
+
+async def test_a_frame_larger_than_the_bound_is_still_taken_alone():
+    fanout = FanOut()
+    sub = fanout.subscribe("rec", maxsize=10, video_bytes=4)
+    fanout.publish(video(0))
+    fanout.publish(video(1))
+    assert len(sub.queue) == 1 and sub.dropped_video == 1
+
+
+async def test_a_detached_subscription_takes_nothing_and_can_drop_its_backlog():
+    fanout = FanOut()
+    sub = fanout.subscribe("rec", maxsize=10)
+    fanout.publish(video(0))
+    fanout.publish(audio(0.5))
+    sub.detach()
+    fanout.publish(video(1))
+    assert len(sub.queue) == 2
+    assert sub.queue.close(discard=True) == 2 and sub.dropped == 2
+    with pytest.raises(EOFError):
+        await sub.queue.get()

@@ -17,7 +17,7 @@ SECONDS = 6
 
 
 def write(path, fmt, frame_iter, **kwargs):
-    writer = PartWriter(path, fmt, "medium", audio=True, fps=30, max_width=None, **kwargs)
+    writer = PartWriter(path, fmt, "medium", audio=True, max_width=None, **kwargs)
     for frame in frame_iter:
         (writer.write_video if isinstance(frame, VideoFrame) else writer.write_audio)(frame)
     return writer.close()
