@@ -5,6 +5,7 @@ run against its OpenAPI schema."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import subprocess
@@ -19,7 +20,7 @@ from haven_gateway import formats
 from haven_gateway.sessions import stream_name
 from haven_localcluster import release
 from haven_localcluster.mediacheck import analyze
-from haven_recorder.writer import FORMATS
+from haven_recorder.writer import AUDIO_KBPS, FORMATS, QUALITY
 
 from .conftest import BASE58
 
@@ -65,30 +66,35 @@ def test_the_players_flow_end_to_end(gateway, live_mint, kubectl):
         assert get(kubectl, "rec", name)["spec"]["format"] == "h264"
 
         # 3. its status, as kubectl shows it too
-        status = wait_for(
+        top = wait_for(
             lambda: (
-                (r := api.get(f"/api/recording/status/{mint}").json()["recording"])[
-                    "duration_seconds"
-                ]
-                >= 3
+                (r := api.get(f"/api/recording/status/{mint}").json())["duration_seconds"] >= 3
                 and r
             )
         )
+        assert top["success"] is True and top["is_recording"] is True
+        status = top["recording"]
+        assert top["duration_seconds"] == status["duration_seconds"]
         assert status["phase"] == "Recording" and status["active"] is True
         assert get(kubectl, "rec", name)["status"]["phase"] == "Recording"
 
-        # 4. the active sessions and recordings list it, whichever of the two replicas answers
+        # 4. the active sessions and recordings list it (keyed by mint), whichever of the two
+        # replicas answers
         for _ in range(10):
-            active = api.get("/api/live-sessions/active").json()["sessions"]
-            assert [s["mint_id"] for s in active if s["mint_id"] == mint] == [mint]
+            active = api.get("/api/live-sessions/active").json()
+            assert active["success"] is True
+            assert active["sessions"][mint]["session_id"] == session["stream"]
         recording_active = api.get("/api/recording/active").json()["recordings"]
-        assert name in [r["recording"] for r in recording_active]
+        assert recording_active[mint]["recording"]["recording"] == name
+        assert recording_active[mint]["is_recording"] is True
 
         # 5. stop the recording: it comes back Completed, and its file decodes
         stopped = api.post("/api/recording/stop", json={"mint_id": mint})
         assert stopped.status_code == 200, stopped.text
         done = stopped.json()["recording"]
         assert done["phase"] == "Completed" and done["active"] is False
+        assert stopped.json()["is_recording"] is False and stopped.json()["empty"] is False
+        assert stopped.json()["file_size_bytes"] == done["bytes_written"] > 0
         assert get(kubectl, "rec", name)["status"]["phase"] == "Completed"
         claim = get(kubectl, "pvc", f"{session['stream']}-recordings")
         pv = json.loads(kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
@@ -100,24 +106,30 @@ def test_the_players_flow_end_to_end(gateway, live_mint, kubectl):
         ended = api.post("/api/live-sessions/stop", json={"mint_id": mint})
         assert ended.status_code == 200, ended.text
         wait_for(lambda: not get(kubectl, "ls", session["stream"]))
-        assert mint not in [
-            s["mint_id"] for s in api.get("/api/live-sessions/active").json()["sessions"]
-        ]
+        assert mint not in api.get("/api/live-sessions/active").json()["sessions"]
 
 
-async def _proxied(url: str, token: str) -> tuple[dict, str]:
-    headers = {"Authorization": f"Bearer {token}"}
+async def _proxied(url: str, token: str | None) -> tuple[dict, dict, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with websockets.connect(url, additional_headers=headers, max_size=None) as ws:
-        frame = None
-        while frame is None:
+        frame = audio = None
+        while frame is None or audio is None:
             msg = json.loads(await asyncio.wait_for(ws.recv(), timeout=20))
             if msg["type"] == "video_frame":
                 frame = msg
+            elif msg["type"] == "audio_frame":
+                audio = msg
         await ws.send("ping")
         async with asyncio.timeout(20):
-            while (reply := await ws.recv()) != "pong":
-                json.loads(reply)  # frames keep coming, unchanged JSON, until the pong
-    return frame, reply
+            while (reply := json.loads(await ws.recv()))["type"] != "pong":
+                pass  # frames keep coming, JSON text, until the pong
+    return frame, audio, reply
+
+
+async def _closed(url: str, headers: dict | None = None) -> tuple[list, int, str]:
+    async with websockets.connect(url, additional_headers=headers or {}) as ws:
+        messages = [json.loads(m) async for m in ws]
+    return messages, ws.close_code, ws.close_reason
 
 
 def test_the_websocket_proxy_delivers_frames_and_answers_ping(gateway, live_mint):
@@ -125,10 +137,34 @@ def test_the_websocket_proxy_delivers_frames_and_answers_ping(gateway, live_mint
     with gateway.client() as api:
         assert api.post("/api/live-sessions/start", json={"mint_id": mint}).status_code == 200
         url = f"{gateway.ws_url}/api/live-sessions/stream/{mint}"
-        frame, pong = asyncio.run(_proxied(url, gateway.token))
-        assert pong == "pong"
+        frame, audio, pong = asyncio.run(_proxied(url, gateway.token))
+        assert pong == {"type": "pong"}
         assert frame["width"] > 0 and frame["height"] > 0 and frame["data"]
+        # the default: what the guide's player plays; ?audio=native: the pod's own
+        assert (audio["sample_rate"], audio["channels"]) == (44100, 1)
+        assert len(base64.b64decode(audio["data"])) % 2 == 0
+        _, native, _ = asyncio.run(_proxied(f"{url}?audio=native", gateway.token))
+        assert native["sample_rate"] == 48000 and native["channels"] >= 1
+        # ?token= works where a browser's WebSocket cannot send headers
+        token_url = f"{url}?token={gateway.token}"
+        frame, _, _ = asyncio.run(_proxied(token_url, None))
+        assert frame["data"]
         api.post("/api/live-sessions/stop", json={"mint_id": mint})
+
+
+def test_a_refused_socket_says_why(gateway):
+    """Accepted, then one JSON message with the reason, then a close with a code and it."""
+    mint = "".join(random.choices(BASE58, k=44))
+    url = f"{gateway.ws_url}/api/live-sessions/stream/{mint}"
+    messages, code, reason = asyncio.run(_closed(url))  # no token
+    assert messages == [{"type": "error", "mint_id": mint, "reason": reason}]
+    assert code == 1008 and "token" in reason
+    messages, code, reason = asyncio.run(_closed(f"{url}?token={gateway.token}"))
+    assert messages[0]["type"] == "error" and code == 4404
+    assert reason == f"no live session for mint {mint}: start one first"
+    bad = f"{gateway.ws_url}/api/live-sessions/stream/not-a-mint?token={gateway.token}"
+    messages, code, _ = asyncio.run(_closed(bad))
+    assert messages[0]["type"] == "error" and code == 1008
 
 
 def test_bad_input_gets_a_4xx_with_a_reason(gateway, kubectl):
@@ -136,6 +172,8 @@ def test_bad_input_gets_a_4xx_with_a_reason(gateway, kubectl):
     with gateway.client() as api:
         not_live = api.post("/api/live-sessions/start", json={"mint_id": unknown})
         assert not_live.status_code == 404 and "not live" in not_live.json()["detail"]
+        body = not_live.json()
+        assert body["success"] is False and body["error"] == body["detail"]
         assert not get(kubectl, "ls", stream_name(unknown))  # nothing left behind
         # At once again: the first attempt's LiveStream may still be going; same answer.
         again = api.post("/api/live-sessions/start", json={"mint_id": unknown})
@@ -148,8 +186,19 @@ def test_bad_input_gets_a_4xx_with_a_reason(gateway, kubectl):
         assert bad_format.status_code == 422 and "output_format" in bad_format.text
         bad_mint = api.post("/api/live-sessions/start", json={"mint_id": "not-a-mint!"})
         assert bad_mint.status_code == 422 and "mint_id" in bad_mint.text
-        assert api.get(f"/api/recording/status/{unknown}").status_code == 404
-        assert api.post("/api/recording/stop", json={"mint_id": unknown}).status_code == 404
+        # A validation error's detail is a sentence the client can show; the list stays too.
+        invalid = bad_mint.json()
+        assert invalid["success"] is False and isinstance(invalid["detail"], str)
+        assert invalid["detail"].startswith("invalid request: body.mint_id: String should match")
+        assert invalid["errors"][0]["loc"] == ["body", "mint_id"]
+        # As Haven Player's backend answered it: 200, success false, not recording.
+        none = api.get(f"/api/recording/status/{unknown}")
+        assert none.status_code == 200
+        assert none.json()["success"] is False and none.json()["is_recording"] is False
+        stop = api.post("/api/recording/stop", json={"mint_id": unknown})
+        assert stop.status_code == 404 and stop.json()["success"] is False
+        download = api.get(f"/api/recording/download/{unknown}")
+        assert download.status_code == 404 and download.json()["success"] is False
     with gateway.client(token="wrong") as intruder:
         assert intruder.get("/api/live-sessions/active").status_code == 401
         assert intruder.get("/api/recording/formats").status_code == 401
@@ -158,13 +207,25 @@ def test_bad_input_gets_a_4xx_with_a_reason(gateway, kubectl):
 def test_the_formats_are_the_recorders(gateway):
     with gateway.client() as api:
         listed = api.get("/api/recording/formats").json()
-    assert set(listed["formats"]) == set(FORMATS) == set(formats.FORMATS)
+    assert listed["success"] is True
+    assert set(listed["recording_formats"]) == set(FORMATS) == set(formats.FORMATS)
     for name, fmt in FORMATS.items():
-        assert listed["formats"][name] == {
+        assert listed["recording_formats"][name] == {
             "container": fmt.container,
             "video_codec": fmt.video_codec,
             "audio_codec": fmt.audio_codec,
         }
+        assert listed["formats"][name]["codec"] == fmt.video_codec
+        assert listed["formats"][name]["container"] == fmt.container
+        for quality in ("low", "medium", "high"):
+            kbps = QUALITY[name][quality]["kbps"]
+            preset = listed["quality_presets"][quality]
+            assert preset["video_bitrate_by_format"][name] == f"{kbps}k"
+            assert preset["audio_bitrate"] == f"{AUDIO_KBPS[quality]}k"
+    # every output_format a Haven Player revision sent, and what it is recorded as
+    mapping = {k: v["recording_format"] for k, v in listed["formats"].items()}
+    assert mapping == formats.OUTPUT_FORMATS
+    assert formats.OUTPUT_FORMATS["mpegts"] == "h264"
     assert listed["qualities"] == ["low", "medium", "high"]
 
 
@@ -182,3 +243,66 @@ def test_schemathesis_finds_no_server_error(gateway, tmp_path):
         capture_output=True, text=True, timeout=880,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_a_recording_stopped_at_once_says_so_and_the_next_starts(gateway, live_mint, kubectl):
+    """The hook's two clicks in quick succession: a recording is recording (Pending
+    included) from the moment start returns; a stop before its first frame says there is no
+    file; a start right after the stop gets a new recording, not 409."""
+    mint = live_mint()
+    with gateway.client() as api:
+        assert api.post("/api/live-sessions/start", json={"mint_id": mint}).status_code == 200
+        first = api.post("/api/recording/start", json={"mint_id": mint, "output_format": "h264"})
+        assert first.status_code == 200, first.text
+        status = api.get(f"/api/recording/status/{mint}").json()
+        assert status["is_recording"] is True, status  # whatever its phase, Pending included
+        stopped = api.post("/api/recording/stop", json={"mint_id": mint})
+        assert stopped.status_code == 200, stopped.text
+        body = stopped.json()
+        assert body["success"] is True and body["is_recording"] is False
+        assert body["recording"]["phase"] == "Completed"
+        if body["empty"]:  # stopped before the pod wrote a frame
+            assert body["file_size_bytes"] == 0 and "before it recorded a frame" in body["message"]
+        else:
+            assert body["file_size_bytes"] > 0
+        name = body["recording"]["recording"]
+        assert get(kubectl, "rec", name)["status"]["phase"] == "Completed"
+
+        again = api.post("/api/recording/start", json={"mint_id": mint, "output_format": "h264"})
+        assert again.status_code == 200, again.text
+        second = again.json()["recording"]["recording"]
+        assert second != name
+        wait_for(lambda: api.get(f"/api/recording/status/{mint}").json()["duration_seconds"] >= 2)
+        done = api.post("/api/recording/stop", json={"mint_id": mint}).json()
+        assert done["recording"]["recording"] == second and done["empty"] is False
+        assert done["file_size_bytes"] > 0 and done["duration_seconds"] >= 2
+        api.post("/api/live-sessions/stop", json={"mint_id": mint})
+
+
+def test_download_the_latest_recording(gateway, live_mint):
+    """GET /api/recording/download/{mint_id} through the stream pod's file contract
+    (gateway/haven_gateway/downloads.py). Until the stream pod serves
+    GET /recordings/{name}/files/{file}, the gateway must say exactly that (501), and never
+    answer with anything that looks like a file; once it does, the file and a Range."""
+    mint = live_mint()
+    with gateway.client() as api:
+        assert api.post("/api/live-sessions/start", json={"mint_id": mint}).status_code == 200
+        api.post("/api/recording/start", json={"mint_id": mint, "output_format": "vp9"})
+        wait_for(lambda: api.get(f"/api/recording/status/{mint}").json()["duration_seconds"] >= 2)
+        done = api.post("/api/recording/stop", json={"mint_id": mint}).json()
+        size = done["file_size_bytes"]
+        assert size > 0
+        whole = api.get(done["output_path"])
+        if whole.status_code == 501:
+            assert whole.json()["success"] is False
+            assert "does not serve recording files yet" in whole.json()["detail"]
+        else:
+            assert whole.status_code == 200, whole.text[:500]
+            assert whole.headers["content-type"] == "video/webm"
+            assert len(whole.content) == size and whole.content[:4] == b"\x1a\x45\xdf\xa3"
+            part = api.get(done["output_path"], headers={"Range": "bytes=4-11"})
+            assert part.status_code == 206 and part.content == whole.content[4:12]
+            assert part.headers["content-range"] == f"bytes 4-11/{size}"
+        api.post("/api/live-sessions/stop", json={"mint_id": mint})
+        gone = api.get(f"/api/recording/download/{mint}")
+        assert gone.status_code == 410 and "PersistentVolumeClaim" in gone.json()["detail"]

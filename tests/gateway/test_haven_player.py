@@ -94,7 +94,8 @@ def test_cors_preflights_are_allowed(gateway, origin):
             )
             assert pre.status_code == 200, (method, path, pre.text)
             assert pre.headers["access-control-allow-origin"] in ("*", origin)
-            allowed = {h.strip().lower() for h in pre.headers["access-control-allow-headers"].split(",")}
+            allow_headers = pre.headers["access-control-allow-headers"].split(",")
+            allowed = {h.strip().lower() for h in allow_headers}
             assert {"content-type", "authorization"} <= allowed
             assert method in pre.headers["access-control-allow-methods"]
         # An error's answer carries the header too, so the page can read its `detail`.
@@ -122,7 +123,10 @@ REVISIONS = {
 @pytest.mark.timeout(1500)
 @pytest.mark.parametrize(
     ("origin", "revisions"),
-    [("http://localhost:3000", ["376d7b6", "9bb30aa", "df8ffac"]), ("null", ["282cffb", "af26207"])],
+    [
+        ("http://localhost:3000", ["376d7b6", "9bb30aa", "df8ffac"]),
+        ("null", ["282cffb", "af26207"]),
+    ],
     ids=["localhost-3000", "file-null"],
 )
 def test_the_use_recording_hook(gateway, live_mint, kubectl, haven_player, origin, revisions):
@@ -145,7 +149,8 @@ def test_the_use_recording_hook(gateway, live_mint, kubectl, haven_player, origi
         assert len(recs) == (2 if rev == last else 1), [r["metadata"]["name"] for r in recs]
         for rec in recs:
             assert rec["spec"]["format"] == recording_format
-            assert rec["metadata"]["annotations"]["streams.haven.dev/output-format"] == output_format
+            annotations = rec["metadata"]["annotations"]
+            assert annotations["streams.haven.dev/output-format"] == output_format
             assert rec["spec"]["stopped"] is True
             assert rec["status"]["phase"] == "Completed", rec["status"]
         # the first recording ran while the hook showed 3 s or more: a real file
@@ -215,7 +220,8 @@ def test_api_ts_recording_service(gateway, live_mint, haven_player):
     assert formats["success"] is True
     for name in ("av1", "h264", "vp9", "mp4", "mpegts", "webm"):
         fmt = formats["formats"][name]
-        assert all(isinstance(fmt[k], str) and fmt[k] for k in ("description", "codec", "container"))
+        for key in ("description", "codec", "container"):
+            assert isinstance(fmt[key], str) and fmt[key]
     assert formats["formats"]["mpegts"]["recording_format"] == "h264"
     for quality in ("low", "medium", "high"):
         preset = formats["quality_presets"][quality]
