@@ -122,7 +122,9 @@ async def control_loop(
             now = time.monotonic()
             if loop.schedule.due(generation, now):
                 outcome = await asyncio.to_thread(reconcile, kube, settings, raw)
-                loop.schedule.done(outcome.generation, outcome.ok, time.monotonic())
+                loop.schedule.done(
+                    outcome.generation, outcome.ok, time.monotonic(), outcome.retry_after
+                )
                 if outcome.token is not None:
                     memo.tokens.put(namespace, name, outcome.token)
                 _announce(raw, loop.outcome, outcome)
@@ -168,7 +170,7 @@ async def _write_status(
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A new generation wakes the LiveStream's loop at once."""
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     loop = _loops(memo).get(key)
@@ -199,7 +201,7 @@ CHILD = {"labels": {LABEL: kopf.PRESENT}}
 @kopf.on.event("v1", "services", **CHILD)
 @kopf.on.event("v1", "persistentvolumeclaims", **CHILD)
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", **CHILD)
-def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A child was deleted or edited (by anyone): wake its LiveStream's loop to repair it."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["labels"][LABEL])

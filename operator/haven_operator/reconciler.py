@@ -31,6 +31,7 @@ class Outcome:
     message: str
     token: str | None = None  # the control token, read or created on the way
     created_secret: bool = False
+    retry_after: float | None = None  # waiting, not failing: look again this soon
 
     @property
     def condition(self) -> Condition:
@@ -80,7 +81,8 @@ def reconcile(kube: Kube, settings: Settings, body: dict[str, Any]) -> Outcome:
                 obj_name = existing[kind]["metadata"]["name"]
                 reason, message = _blocked(kind, obj_name, owner, ls_name)
                 metrics.RECONCILE_ERRORS.labels(kind=kind, reason=reason).inc()
-                return Outcome(generation, False, reason, message)
+                soon = 1.0 if owner is Owner.PREVIOUS else None
+                return Outcome(generation, False, reason, message, retry_after=soon)
 
         created = False
         token = _token(existing["Secret"]) if existing["Secret"] else None
@@ -88,7 +90,8 @@ def reconcile(kube: Kube, settings: Settings, body: dict[str, Any]) -> Outcome:
             fresh = secrets.token_urlsafe(32)
             if kube.create_if_missing(control_secret(body, fresh)) is not None:
                 # Made between our look and our create: look again on the next pass.
-                return Outcome(generation, False, "Retry", f"Secret {n['secret']} just appeared")
+                message = f"Secret {n['secret']} just appeared"
+                return Outcome(generation, False, "Retry", message, retry_after=1.0)
             token, created = fresh, True
         elif token is None:
             message = f"Secret {n['secret']} has no key 'token'; delete it to get a new one"

@@ -26,11 +26,22 @@ class Schedule:
     def due(self, generation: int, now: float) -> bool:
         return self.dirty or generation != self.attempted or now >= self.next_at
 
-    def done(self, generation: int, ok: bool, now: float, resync: float = RESYNC) -> None:
+    def done(
+        self,
+        generation: int,
+        ok: bool,
+        now: float,
+        retry_after: float | None = None,
+        resync: float = RESYNC,
+    ) -> None:
+        """Record a reconcile's result. `retry_after`: a wait that is not a failure (a deleted
+        namesake's child the garbage collector is about to remove): look again soon."""
         self.attempted, self.dirty = generation, False
         if ok:
             self.applied, self.failures = generation, 0
             self.next_at = now + jittered(resync)
+        elif retry_after is not None:
+            self.next_at = now + retry_after
         else:
             self.failures += 1
             self.next_at = now + delay(self.failures)

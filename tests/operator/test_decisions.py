@@ -60,6 +60,8 @@ def test_schedule_reconciles_on_wake_new_generation_backoff_and_resync():
     assert not s.due(2, now=13) and s.due(2, now=12 + 2.5)  # 2 s (jittered) after the second
     s.dirty = True  # a child was deleted: at once, backoff or not
     assert s.due(2, now=12.1)
+    s.done(2, ok=False, now=12.1, retry_after=1.0)  # waiting for the collector: not a failure
+    assert s.failures == 2 and s.due(2, now=13.2)
     s.done(2, ok=True, now=20, resync=300)
     assert s.failures == 0 and s.applied == 2 and not s.due(2, now=200) and s.due(2, now=400)
     assert s.wait(now=20, interval=5) == 5
