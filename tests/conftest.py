@@ -1,11 +1,17 @@
 """Shared fixtures: one real local cluster (control plane and node, with the project's images)
 and one livekit-server per test session, a fresh namespace per test, and a synthetic publisher
-per test that asks for one."""
+per test that asks for one.
+
+Order: the tests that need no cluster (the stream pod against livekit-server, units) run first,
+on a quiet machine; then the cluster's own tests; last the ones with the chart's operator and
+gateway installed. livekit-server needs only the node's network (its host address), not the
+cluster, so the stream-pod tests never wait for or compete with the control plane."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +23,7 @@ from haven_localcluster import toolchain
 from haven_localcluster.cluster import LocalCluster
 from haven_localcluster.images import Image, ensure_images
 from haven_localcluster.livekit import LiveKitServer
+from haven_localcluster.network import NodeNetwork, free_network
 from haven_localcluster.process import Proc, stop
 from haven_localcluster.publisher import spawn_publisher
 
@@ -24,9 +31,19 @@ Kubectl = Callable[..., subprocess.CompletedProcess]
 pytest_plugins = ["tests.release_fixtures"]  # the chart's operator and gateway, pump.fun
 
 
+def stage(item: pytest.Item) -> int:
+    """When a test runs: 0 marked `first`, 1 without the cluster, 2 with the cluster, 3 with
+    the chart's release installed."""
+    if item.get_closest_marker("first"):
+        return 0
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & {"operator", "gateway"}:
+        return 3
+    return 2 if "cluster" in fixtures else 1
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `first` run first (the sort is stable: the rest keep their order)."""
-    items.sort(key=lambda item: item.get_closest_marker("first") is None)
+    items.sort(key=stage)  # stable: within a stage, tests keep their order
 
 
 def report(config: pytest.Config, line: str) -> None:
@@ -45,10 +62,24 @@ def images(pytestconfig: pytest.Config) -> dict[str, Image]:
 
 
 @pytest.fixture(scope="session")
+def node_network() -> Iterator[NodeNetwork]:
+    """The node's network, made before the cluster: livekit-server listens on its host end."""
+    network = free_network()
+    network.create()
+    yield network
+    network.delete()
+
+
+@pytest.fixture(scope="session")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, images
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
+    images,
+    node_network: NodeNetwork,
 ) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"), images)
+    local = LocalCluster(
+        tmp_path_factory.mktemp("cluster"), images, network=node_network, own_network=False
+    )
     timings = local.start()
     report(
         pytestconfig,
@@ -97,16 +128,22 @@ def namespace(
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)
+    # Gone before the next test starts: a terminating namespace's pods still use the node.
+    deadline = time.monotonic() + 180
+    while core.list_namespace(field_selector=f"metadata.name={name}").items:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"namespace {name} still terminating after 180 s")
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
 def livekit_server(
-    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config, cluster: LocalCluster
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
+    node_network: NodeNetwork,
 ) -> Iterator[LiveKitServer]:
     """livekit-server for the host (`url`) and for pods on the node (`cluster_url`)."""
-    server = LiveKitServer(
-        tmp_path_factory.mktemp("livekit"), cluster_address=cluster.network.host_ip
-    )
+    server = LiveKitServer(tmp_path_factory.mktemp("livekit"), cluster_address=node_network.host_ip)
     server.start()
     report(pytestconfig, f"[livekit] {server.url}; log in {server.state_dir / 'logs'}")
     yield server

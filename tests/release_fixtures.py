@@ -29,10 +29,10 @@ def crds(kubectl):
 
 
 @pytest.fixture(scope="session")
-def pumpfun(livekit_server, cluster) -> Iterator[PumpFunStandIn]:
+def pumpfun(livekit_server, node_network) -> Iterator[PumpFunStandIn]:
     """The pump.fun join API stand-in, where pods reach it."""
     server = PumpFunStandIn(
-        livekit_server.api_key, livekit_server.api_secret, host=cluster.network.host_ip
+        livekit_server.api_key, livekit_server.api_secret, host=node_network.host_ip
     )
     server.start()
     yield server
@@ -74,8 +74,9 @@ class Operator:
         )  # fmt: skip
 
     def logs(self) -> str:
+        """Every line the operator pods have logged (a label selector alone gives 10)."""
         result = self.kubectl(
-            "logs", "-n", OPERATOR_NAMESPACE, "-l", SELECTOR, "--tail=200", check=False
+            "logs", "-n", OPERATOR_NAMESPACE, "-l", SELECTOR, "--tail=-1", check=False
         )
         return result.stdout + result.stderr
 

@@ -26,6 +26,9 @@ class LocalCluster:
     detach: bool = False
     network: NodeNetwork = field(default_factory=free_network)
     audit: bool = False  # the apiserver's audit log, for the benchmarks
+    # False when the caller created the network and deletes it (the tests create it first,
+    # so livekit-server can listen on its host address before the cluster starts).
+    own_network: bool = True
     control_plane: ControlPlane = field(init=False)
     node: Node = field(init=False)
     storage: LocalPathProvisioner = field(init=False)
@@ -60,7 +63,8 @@ class LocalCluster:
     def start(self) -> dict[str, float]:
         """Start everything; timings are seconds since the start, per component."""
         t0 = time.monotonic()
-        self.network.create()
+        if self.own_network:
+            self.network.create()
         try:
             timings = self.control_plane.start()
             offset = time.monotonic() - t0
@@ -78,4 +82,5 @@ class LocalCluster:
         self.storage.stop()
         self.node.stop()
         self.control_plane.stop()
-        self.network.delete()
+        if self.own_network:
+            self.network.delete()

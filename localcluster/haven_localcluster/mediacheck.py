@@ -24,6 +24,7 @@ class MediaReport:
     last_video: float | None = None
     audio_seconds: float = 0.0
     counters: list[int | None] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # each video frame's media time
     # Media time of each flash: a white frame, or where the publisher's encoder dropped that
     # frame (libvpx drops some of these costly scene changes), the first frame after it less
     # its distance by counter.
@@ -37,6 +38,15 @@ class MediaReport:
         if self.first_video is None or self.last_video is None:
             return 0.0
         return self.last_video - self.first_video
+
+    def counter_span(self) -> tuple[float, float]:
+        """(media time, source time by the publisher's counters) between the first and the
+        last frame whose counter reads: equal when the file keeps the source's timing."""
+        readable = [(t, c) for t, c in zip(self.times, self.counters, strict=True) if c is not None]
+        if len(readable) < 2:
+            return 0.0, 0.0
+        (t0, c0), (t1, c1) = readable[0], readable[-1]
+        return t1 - t0, (c1 - c0) / ts.FPS
 
     def av_pairs(self, max_pair: float = 0.5) -> list[tuple[float, float]]:
         """(flash time, tone onset minus flash time) for each flash with a tone within
@@ -65,6 +75,47 @@ def _flash_time(t: float, counter: int | None, white: bool) -> tuple[float, bool
     return (t - since / ts.FPS, True) if since <= INFER_FRAMES else None
 
 
+@dataclass
+class SyncSummary:
+    """The A/V offsets (tone onset minus flash) of a recording, in milliseconds."""
+
+    count: int
+    median: float
+    p90_abs: float
+    max_abs: float
+    slope: float  # least-squares trend, ms per minute
+    slope_se: float  # its standard error
+    per_minute: list[float]  # median offset of each whole or partial minute
+
+    def __str__(self) -> str:
+        return (
+            f"{self.count} flashes; offset median {self.median:+.0f} ms, p90 |offset| "
+            f"{self.p90_abs:.0f} ms, max {self.max_abs:.0f} ms; trend {self.slope:+.2f} "
+            f"± {1.96 * self.slope_se:.2f} ms/min (95%); per minute "
+            f"{[round(m) for m in self.per_minute]} ms"
+        )
+
+
+def sync_summary(pairs: list[tuple[float, float]]) -> SyncSummary:
+    """Summarize (media time, offset) pairs, in seconds, as from `MediaReport.av_pairs`."""
+    times, offsets = (np.array(v, dtype=float) for v in zip(*pairs, strict=True))
+    ms = offsets * 1000
+    slope, intercept = np.polyfit(times, ms, 1)
+    residuals = ms - (slope * times + intercept)
+    spread = np.sum((times - times.mean()) ** 2)
+    se = float(np.sqrt(np.sum(residuals**2) / max(1, len(ms) - 2) / spread)) if spread else 0.0
+    starts = np.arange(times[0], times[-1], 60.0)
+    return SyncSummary(
+        count=len(ms),
+        median=float(np.median(ms)),
+        p90_abs=float(np.percentile(np.abs(ms), 90)),
+        max_abs=float(np.abs(ms).max()),
+        slope=float(slope) * 60,
+        slope_se=se * 60,
+        per_minute=[float(np.median(ms[(times >= t) & (times < t + 60)])) for t in starts],
+    )
+
+
 def analyze(path: Path) -> MediaReport:
     report = MediaReport(Path(path))
     samples: list[np.ndarray] = []
@@ -90,6 +141,7 @@ def analyze(path: Path) -> MediaReport:
                     report.last_video = t
                     counter = ts.decode_counter(luma)
                     report.counters.append(counter)
+                    report.times.append(t)
                     flash = _flash_time(t, counter, ts.frame_is_flash(luma))
                     # Keep the first frame of each flash (a repeated picture, or the frames
                     # after a seen flash, would count it again).

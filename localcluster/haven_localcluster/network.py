@@ -12,6 +12,8 @@ removes them all. N picks non-overlapping addresses when two clusters run at onc
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +108,30 @@ class NodeNetwork:
         return self.exists() and bool(ip("netns", "pids", self.netns, check=False))
 
 
+# Lock files held (open) by this process for the networks it reserved: another process on
+# this machine (a second test session, the demo) skips them even before any node lives there.
+_reserved: dict[int, int] = {}
+
+
+def _reserve(index: int) -> bool:
+    if index in _reserved:
+        return False
+    fd = os.open(f"/run/haven-node{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _reserved[index] = fd
+    return True
+
+
 def free_network() -> NodeNetwork:
-    """The first node network no live node uses; a dead node's leftovers are reused."""
+    """The first node network that no live node uses and no other process has reserved; it is
+    reserved for this process's lifetime. A dead node's leftovers are reused."""
     for index in range(MAX_NODES):
         net = NodeNetwork(index)
-        if not net.in_use():
+        if not net.in_use() and _reserve(index):
             return net
     raise RuntimeError(f"all {MAX_NODES} node networks are in use: see `ip netns`")
 

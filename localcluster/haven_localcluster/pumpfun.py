@@ -5,7 +5,9 @@ livekit-server (pump.fun itself cannot be reached from here).
     -> 200 {"token": ...}  a viewer token for the room named after the mint, or
     -> 404 {"error": "not live"} for a mint that is not streaming
 
-Live mints and the token lifetime are set by whoever runs it (tests, the demo).
+Live mints and the token lifetime are set by whoever runs it (tests, the demo); `faults`
+makes it answer a mint's joins with a given status and raw body (a refusal, an outage, a
+malformed answer).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 import uvicorn
 from fastapi import FastAPI, Header
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from livekit import api
 from pydantic import BaseModel
 
@@ -36,6 +38,7 @@ class PumpFunStandIn:
     token_ttl: dt.timedelta = dt.timedelta(minutes=15)
     live: dict[str, str] = field(default_factory=dict)  # mint id -> LiveKit room
     joins: list[str] = field(default_factory=list)  # mint ids, one per join answered with a token
+    faults: dict[str, tuple[int, str]] = field(default_factory=dict)  # mint -> (status, body)
     host: str = "127.0.0.1"  # or the node link's host address, for pods to reach it
     port: int = 0
     _server: uvicorn.Server | None = None
@@ -49,9 +52,12 @@ class PumpFunStandIn:
         app = FastAPI(title="pump.fun join stand-in")
 
         @app.post("/livestream/join")
-        async def join(body: JoinRequest, origin: str | None = Header(None)) -> JSONResponse:
+        async def join(body: JoinRequest, origin: str | None = Header(None)) -> Response:
             if origin != "https://pump.fun":
                 return JSONResponse({"error": "forbidden origin"}, 403)
+            if body.mintId in self.faults:
+                status, raw = self.faults[body.mintId]
+                return Response(raw, status, media_type="application/json")
             room = self.live.get(body.mintId)
             if room is None or body.role != "viewer":
                 return JSONResponse({"error": "not live"}, 404)

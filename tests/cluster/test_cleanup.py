@@ -102,4 +102,9 @@ def _check_the_running_demo(demo: subprocess.Popen, tmp_path: Path) -> None:
     assert str(tmp_path) not in Path("/proc/self/mountinfo").read_text()
     assert not Path(f"/run/netns/{netns}").exists()
     assert not [p for p in pod_netns if Path(p).exists()]
-    assert not Path(f"/sys/fs/cgroup/memory/{netns}").exists()
+    # The node's cgroup root, in every hierarchy (cgroup v1) or the unified one (v2).
+    cgroups = [Path("/sys/fs/cgroup", c, netns) for c in ("memory", "cpu", "pids", "")]
+    assert (
+        Path("/sys/fs/cgroup/memory").exists() or Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    )
+    assert not [p for p in cgroups if p.exists()], cgroups

@@ -38,7 +38,9 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
                 counters.append(ts.decode_counter(luma))
                 if ts.frame_is_flash(luma):
                     flashes.append(counters[-1])
-                if len(counters) >= 5 * ts.FPS:
+                # 5 s of frames, and two flashes seen: the publisher's VP8 encoder drops some
+                # flash frames (a costly scene change), more of them on a busy machine.
+                if len(counters) >= 5 * ts.FPS and len(flashes) >= 2:
                     break
             await stream.aclose()
             return counters, flashes, (f.width, f.height)
@@ -58,7 +60,7 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
             return np.concatenate(chunks)
 
         (counters, flashes, size), samples = await asyncio.wait_for(
-            asyncio.gather(video(), audio()), timeout=60
+            asyncio.gather(video(), audio()), timeout=120
         )
     finally:
         await room.disconnect()
@@ -69,8 +71,9 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
     assert decoded == sorted(decoded) and len(set(decoded)) == len(decoded), decoded
     # Frames arrive at the publisher's rate: few are lost between consecutive counters.
     assert decoded[-1] - decoded[0] <= 1.1 * len(decoded), decoded
-    # Every flash lands on a flash frame, and 5 s of video hold at least two of them.
-    assert len(flashes) >= 2 and all(c is not None and ts.is_flash(c) for c in flashes), flashes
+    # Every white frame is a flash frame, and every flash frame that arrived is white.
+    assert all(c is not None and ts.is_flash(c) for c in flashes), flashes
+    assert set(flashes) == {c for c in decoded if ts.is_flash(c)}, (flashes, decoded)
 
     onsets = ts.tone_onsets(samples)
     assert len(onsets) >= 2, onsets

@@ -40,6 +40,59 @@ async def test_join_sends_the_real_request_and_reports_not_live(standin):
     assert down.value.reason == "JoinAPIUnreachable"
 
 
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (401, '{"error": "unauthorized"}', "JoinForbidden"),
+        (403, "forbidden", "JoinForbidden"),
+        (500, "internal error", "JoinFailed"),
+        (503, "<html>upstream down</html>", "JoinFailed"),
+        (200, '{"token": "eyJ', "JoinFailed"),  # cut short: not JSON
+        (200, '{"token": 42}', "NotLive"),
+        (200, "{}", "NotLive"),
+    ],
+)
+async def test_join_errors_get_a_reason_and_the_servers_words(standin, status, body, reason):
+    standin.faults[MINT] = (status, body)
+    source = PumpFunSource(MINT, api_url=standin.url, url="ws://unused")
+    with pytest.raises(SourceError) as failed:
+        await source.token()
+    assert failed.value.reason == reason, failed.value.message
+    if reason != "NotLive" or status != 200:
+        assert str(status) in failed.value.message
+
+
+async def test_a_revoked_join_shows_in_the_pods_state_and_it_recovers(
+    livekit_server, start_publisher, stream_pod, standin
+):
+    """pump.fun ends the pod's session (the participant is removed) and then refuses to let
+    it join again: the pod says why, keeps trying, and goes live once joins work again."""
+    args = [
+        "--source", "pumpfun", "--mint-id", MINT, "--pumpfun-api-url", standin.url,
+        "--pumpfun-livekit-url", livekit_server.url,
+    ]  # fmt: skip
+    room = f"pump-{MINT[:8]}"
+    start_publisher(room)
+    standin.live[MINT] = room
+    pod = stream_pod(*args)
+    pod.wait_state("live", timeout=60)
+    standin.faults[MINT] = (401, '{"error": "token revoked"}')
+    lk = api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret)
+    try:
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        for p in listed.participants:
+            if p.identity.startswith("viewer-"):
+                await lk.room.remove_participant(
+                    api.RoomParticipantIdentity(room=room, identity=p.identity)
+                )
+    finally:
+        await lk.aclose()
+    refused = await asyncio.to_thread(pod.wait_state, "offline", 60, "JoinForbidden")
+    assert "401" in refused["message"] and "token revoked" in refused["message"], refused
+    del standin.faults[MINT]
+    await asyncio.to_thread(pod.wait_state, "live", 90)
+
+
 async def test_pod_on_a_pumpfun_mint_goes_live_and_refreshes_an_expired_token(
     livekit_server, start_publisher, stream_pod, standin
 ):

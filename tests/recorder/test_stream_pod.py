@@ -11,14 +11,45 @@ import signal
 import socket
 import statistics
 import time
+import uuid
+from collections.abc import Iterator
 
 import pytest
 import websockets
 from livekit import api
 
+from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
+from haven_localcluster.process import stop
+from haven_localcluster.publisher import spawn_publisher
+from haven_recorder.repair import whole_fragments_end
 
-from .conftest import decode_video_message, livekit_args
+from .conftest import StreamPod, decode_video_message, livekit_args
+
+
+@pytest.fixture(scope="module")
+def shared_pod(livekit_server, tmp_path_factory) -> Iterator[StreamPod]:
+    """One publisher and one live stream pod with default flags, for the tests that only
+    record or watch (each stops what it starts)."""
+    room = f"shared-{uuid.uuid4().hex[:8]}"
+    root = tmp_path_factory.mktemp("shared-pod")
+    server = livekit_server
+    publisher = spawn_publisher(server.url, server.api_key, server.api_secret, room, root)
+    pod = StreamPod(livekit_args(server, room), root / "recordings", root / "pod").start()
+    try:
+        pod.wait_state("live")
+        yield pod
+    finally:
+        pod.stop()
+        stop([publisher])
+
+
+def metric(pod: StreamPod, prefix: str) -> float:
+    """A metric's value; a missing one fails (a renamed metric must not read as 0)."""
+    for line in pod.http("GET", "/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    raise AssertionError(f"no metric {prefix} on the pod")
 
 
 async def collect_video(url: str, count: int) -> list[tuple[int | None, int, int]]:
@@ -37,11 +68,8 @@ async def collect_video(url: str, count: int) -> list[tuple[int | None, int, int
     return frames
 
 
-async def test_one_connection_serves_five_viewers_and_two_recordings(
-    livekit_server, publisher, stream_pod
-):
-    pod = stream_pod(*livekit_args(livekit_server, publisher))
-    pod.wait_state("live")
+async def test_one_connection_serves_five_viewers_and_two_recordings(livekit_server, shared_pod):
+    pod = shared_pod
     pod.start_recording(name="rec-a", format="h264")
     pod.start_recording(name="rec-b", format="vp9", quality="low")
 
@@ -50,7 +78,8 @@ async def test_one_connection_serves_five_viewers_and_two_recordings(
 
     lk = api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key, livekit_server.api_secret)
     try:
-        listed = await lk.room.list_participants(api.ListParticipantsRequest(room=publisher))
+        room = pod.args[pod.args.index("--room") + 1]
+        listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
     finally:
         await lk.aclose()
     subscribers = [p.identity for p in listed.participants if p.identity != "synthetic-publisher"]
@@ -71,6 +100,20 @@ async def test_one_connection_serves_five_viewers_and_two_recordings(
 async def test_a_stalled_viewer_does_not_delay_the_others(livekit_server, publisher, stream_pod):
     pod = stream_pod(*livekit_args(livekit_server, publisher), "--max-fps", "15")
     pod.wait_state("live")
+
+    async def watch() -> tuple[int, list[float]]:
+        lags, frames = [], 0
+        async with websockets.connect(pod.ws_url, max_size=None) as ws:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(6):
+                    while True:
+                        msg = json.loads(await ws.recv())
+                        if msg["type"] == "video_frame":
+                            frames += 1
+                            lags.append(time.monotonic() - msg["timestamp"])
+        return frames, lags
+
+    control = await watch()  # the same machine, without the stalled viewer
     # This viewer never reads: its socket fills and the pod must drop its frames, only its.
     # A small receive buffer makes the socket fill in seconds rather than megabytes.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -80,46 +123,27 @@ async def test_a_stalled_viewer_does_not_delay_the_others(livekit_server, publis
     stalled = await websockets.connect(pod.ws_url, sock=sock, max_size=None, max_queue=1)
     try:
         await asyncio.sleep(3)
-
-        async def watch() -> tuple[int, list[float]]:
-            lags, frames = [], 0
-            async with websockets.connect(pod.ws_url, max_size=None) as ws:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(6):
-                        while True:
-                            msg = json.loads(await ws.recv())
-                            if msg["type"] == "video_frame":
-                                frames += 1
-                                lags.append(time.monotonic() - msg["timestamp"])
-            return frames, lags
-
         results = await asyncio.gather(watch(), watch(), watch())
     finally:
         await stalled.close()
+    print(f"control: {control[0]} frames, median lag {statistics.median(control[1]):.3f}s")
     for frames, lags in results:
-        assert frames >= 6 * 10, frames  # ~15 fps each, whatever the stalled viewer does
-        assert statistics.median(lags) < 0.5, lags
-    metrics = pod.http("GET", "/metrics").text
-    dropped = [
-        line
-        for line in metrics.splitlines()
-        if line.startswith('haven_frames_dropped_total{handler="viewer"}')
-    ]
-    assert dropped and float(dropped[0].split()[-1]) > 0, dropped
+        print(
+            f"beside a stalled viewer: {frames} frames, median lag {statistics.median(lags):.3f}s"
+        )
+        # As many frames as the control viewer got, as fresh, whatever the stalled one does.
+        assert frames >= 0.8 * control[0], (frames, control[0])
+        assert statistics.median(lags) <= statistics.median(control[1]) + 0.25, lags
+    assert metric(pod, 'haven_frames_dropped_total{handler="viewer"}') > 0
 
 
 @pytest.mark.parametrize("fmt", ["av1", "h264", "vp9"])
-async def test_recording_decodes_with_codec_duration_audio_and_sync(
-    livekit_server, publisher, stream_pod, fmt
-):
-    pod = stream_pod(*livekit_args(livekit_server, publisher))
-    pod.wait_state("live")
+async def test_recording_decodes_with_codec_duration_audio_and_sync(shared_pod, fmt):
+    pod = shared_pod
     pod.start_recording(name=f"rec-{fmt}", format=fmt)
     pod.wait_recording(f"rec-{fmt}", "recording")
-    began = time.monotonic()
     await asyncio.sleep(10)
     final = pod.stop_recording(f"rec-{fmt}")
-    elapsed = time.monotonic() - began
 
     assert final["state"] == "completed" and len(final["parts"]) == 1, final
     part = final["parts"][0]
@@ -129,7 +153,11 @@ async def test_recording_decodes_with_codec_duration_audio_and_sync(
     assert report.error is None
     assert report.video_codec == {"av1": "libdav1d", "h264": "h264", "vp9": "vp9"}[fmt]
     assert report.audio_codec == ("aac" if fmt == "h264" else "opus")
-    assert report.duration == pytest.approx(elapsed, rel=0.05, abs=0.3)
+    # The file keeps the source's timing: its media time between two frames is the time the
+    # publisher captured them apart (by their counters), within 2 frames.
+    media, source = report.counter_span()
+    print(f"{fmt}: {media:.3f}s of media for {source:.3f}s of source")
+    assert source >= 8 and media == pytest.approx(source, abs=2 / ts.FPS), (media, source)
     assert report.duration == pytest.approx(part["durationSeconds"], rel=0.05)
     assert report.audio_seconds == pytest.approx(report.duration, rel=0.05)
     assert part["sizeBytes"] == path.stat().st_size == final["bytesWritten"]
@@ -143,6 +171,21 @@ async def test_recording_decodes_with_codec_duration_audio_and_sync(
     assert max(abs(o) for o in offsets) <= 0.08, offsets
 
 
+def stall_repeatedly(pid: int, stall: float, every: float, count: int) -> list[tuple[float, float]]:
+    """SIGSTOP the process for `stall` seconds every `every` seconds, from a thread of its own
+    (the test's event loop would add its own lateness); return each stall's (start, length)
+    as measured on the monotonic clock."""
+    stalls = []
+    for _ in range(count):
+        time.sleep(every - stall)
+        began = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(stall)
+        os.kill(pid, signal.SIGCONT)
+        stalls.append((began, time.monotonic() - began))
+    return stalls
+
+
 async def test_a_pod_kept_off_the_cpu_keeps_audio_and_video_in_sync(
     livekit_server, publisher, stream_pod
 ):
@@ -152,19 +195,19 @@ async def test_a_pod_kept_off_the_cpu_keeps_audio_and_video_in_sync(
     pod.start_recording(name="stalled", format="h264")
     pod.wait_recording("stalled", "recording")
     assert pod.proc is not None
-    for _ in range(16):  # a 100 ms stall every 1.8 s: deliveries arrive late, in bursts
-        await asyncio.sleep(1.7)
-        os.kill(pod.proc.pid, signal.SIGSTOP)
-        await asyncio.sleep(0.1)
-        os.kill(pod.proc.pid, signal.SIGCONT)
+    # A 100 ms stall every 1.8 s: deliveries arrive late, in bursts.
+    stalls = await asyncio.to_thread(stall_repeatedly, pod.proc.pid, 0.1, 1.8, 16)
     final = pod.stop_recording("stalled")
     report = analyze(pod.recordings / final["parts"][0]["path"])
-    offsets = report.av_offsets()
-    print(f"stalled: A/V offsets (ms) {[round(o * 1000) for o in offsets]}")
-    assert report.error is None and len(offsets) >= 8, (report.flashes, report.tones)
-    # Clocks taken from arrival times measured a median near 40 ms here, and up to 70 ms.
-    assert statistics.median(abs(o) for o in offsets) <= 0.025, offsets
-    assert max(abs(o) for o in offsets) <= 0.060, offsets
+    pairs = report.av_pairs()
+    print("stalls (ms): " + ", ".join(f"{length * 1000:.0f}" for _, length in stalls))
+    print("A/V offset at media time: " + ", ".join(f"{t:.1f}s {o * 1000:+.0f}ms" for t, o in pairs))
+    assert report.error is None and len(pairs) >= 8, (report.flashes, report.tones)
+    offsets = [abs(o) for _, o in pairs]
+    # The goal: a median within 25 ms, and 90% of flashes within 40 ms. (Clocks taken from
+    # arrival times measured a median near 40 ms here.)
+    assert statistics.median(offsets) <= 0.025, offsets
+    assert sum(o <= 0.040 for o in offsets) >= 0.9 * len(offsets), offsets
 
 
 async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_part_2(
@@ -206,6 +249,39 @@ async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_pa
     assert resp.status_code == 200 and resp.json()["state"] == "completed"
 
 
+async def test_sigterm_closes_the_part_cleanly_and_the_recording_resumes_into_part_2(
+    livekit_server, publisher, stream_pod
+):
+    """What every rollout and drain does: the kubelet's SIGTERM, then a new pod."""
+    args = livekit_args(livekit_server, publisher)
+    pod = stream_pod(*args)
+    pod.wait_state("live")
+    pod.start_recording(name="drain", format="h264")
+    pod.wait_recording("drain", "recording")
+    await asyncio.sleep(4)
+    pod.kill(signal.SIGTERM)
+    assert pod.proc is not None and pod.proc.popen is not None
+    assert pod.proc.popen.returncode == 0, pod.proc.log_tail()
+
+    part1 = pod.recordings / "drain" / "drain-part001.mp4"
+    size = part1.stat().st_size
+    assert whole_fragments_end(part1) == size  # closed, not cut: nothing to trim
+    closed = analyze(part1)
+    assert closed.error is None and closed.duration > 2 and closed.audio_seconds > 2, closed
+    again = stream_pod(*args, recordings=pod.recordings)
+    again.wait_state("live")
+    again.wait_recording("drain", "recording")
+    await asyncio.sleep(3)
+    final = again.stop_recording("drain")
+    assert [p["path"] for p in final["parts"]] == [
+        "drain/drain-part001.mp4",
+        "drain/drain-part002.mp4",
+    ]
+    assert final["parts"][0]["sizeBytes"] == size == part1.stat().st_size
+    part2 = analyze(pod.recordings / final["parts"][1]["path"])
+    assert part2.error is None and part2.duration > 1, part2
+
+
 async def test_publisher_leaves_and_returns_while_viewers_and_recording_carry_on(
     livekit_server, start_publisher, stream_pod
 ):
@@ -242,6 +318,7 @@ async def test_publisher_leaves_and_returns_while_viewers_and_recording_carry_on
     assert rec["state"] == "recording", rec
     final = pod.stop_recording("through")
     report = analyze(pod.recordings / final["parts"][0]["path"])
+    assert report.error is None, report.error
     # One part holds both publishers: the second one's counter starts again at 0.
     counters = [c for c in report.counters if c is not None]
     restarts = sum(1 for a, b in itertools.pairwise(counters) if b < a)
@@ -287,20 +364,22 @@ async def test_max_viewers_closes_the_extra_connection_with_1013(
         assert closed.value.rcvd.code == 1013 and "maxViewers 2" in closed.value.rcvd.reason
 
 
-async def test_max_width_and_max_fps_scale_the_recording_down(
-    livekit_server, publisher, stream_pod
-):
-    pod = stream_pod(*livekit_args(livekit_server, publisher))
-    pod.wait_state("live")
+async def test_max_width_and_max_fps_scale_the_recording_down(shared_pod):
+    pod = shared_pod
     pod.start_recording(name="small", format="h264", maxWidth=640, maxFps=10)
     pod.wait_recording("small", "recording")
     await asyncio.sleep(5)
     final = pod.stop_recording("small")
     report = analyze(pod.recordings / final["parts"][0]["path"])
-    assert (report.width, report.height) == (640, 360)
-    fps = (report.video_frames - 1) / report.duration
-    assert 8 <= fps <= 10.5, fps
-    assert report.counters and None not in report.counters[:5]  # readable after scaling
+    assert report.error is None and (report.width, report.height) == (640, 360)
+    counters = [c for c in report.counters if c is not None]
+    assert len(counters) >= 0.95 * len(report.counters), report.counters  # readable, scaled
+    steps = [b - a for a, b in itertools.pairwise(counters)]
+    print(f"source frames between recorded ones: {steps}")
+    # At most 10 of the source's 30 fps, and never a long hole: the cap thins, it does not
+    # starve (the source's timing is kept, so the counters say what was skipped).
+    assert (len(counters) - 1) / ((counters[-1] - counters[0]) / ts.FPS) <= 10.5, counters
+    assert max(steps) <= ts.FPS, steps
 
 
 async def test_viewer_token_guards_the_websocket_and_the_page(
@@ -322,24 +401,29 @@ async def test_each_frame_is_jpeg_encoded_once_whatever_the_viewer_count(
 ):
     pod = stream_pod(*livekit_args(livekit_server, publisher), "--max-fps", "10")
     pod.wait_state("live")
+    encodes = 'haven_encode_seconds_count{encoder="jpeg"}'
 
-    def encodes() -> float:
-        for line in pod.http("GET", "/metrics").text.splitlines():
-            if line.startswith('haven_encode_seconds_count{encoder="jpeg"}'):
-                return float(line.split()[-1])
-        return 0.0
-
-    async def watch(seconds: float) -> int:
-        frames = 0
+    async def watch(seconds: float) -> set[float]:
+        """The frames this viewer got, by their timestamp (the same frame has the same one
+        for every viewer)."""
+        frames = set()
         async with websockets.connect(pod.ws_url, max_size=None) as ws:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     while True:
-                        frames += '"video_frame"' in (await ws.recv())[:40]
+                        msg = json.loads(await ws.recv())
+                        if msg["type"] == "video_frame":
+                            frames.add(msg["timestamp"])
         return frames
 
-    before = encodes()
+    before = metric(pod, encodes)
     seen = await asyncio.gather(*(watch(4) for _ in range(6)))
-    encoded = encodes() - before
-    assert min(seen) >= 25, seen  # ~10 fps reached every viewer...
-    assert encoded <= 4 * 10 + 5, encoded  # ...from at most one encode per frame at maxFps
+    encoded = metric(pod, encodes) - before
+    distinct = set().union(*seen)
+    per_viewer = [len(f) for f in seen]
+    print(f"{encoded:.0f} encodes, {len(distinct)} distinct frames, per viewer {per_viewer}")
+    # One encode per distinct frame (a few more at the edges: a frame every viewer skipped,
+    # or one encoded as the last viewer left), not one per viewer (that would be 6x)...
+    assert len(distinct) > 0 and encoded <= 1.2 * len(distinct) + 3, (encoded, len(distinct))
+    # ...and most frames reached every viewer.
+    assert all(len(frames) >= 0.8 * len(distinct) for frames in seen), [len(f) for f in seen]
