@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client import ApiException
 
-from .children import GROUP, LABEL, MANAGER, VERSION
+from .children import GROUP, MANAGER, VERSION
 
 APPLY = "application/apply-patch+yaml"
 # Every API call has a deadline: (connect, read) seconds. A hung call fails and is retried.
@@ -125,24 +125,6 @@ class Kube:
             raise
         data = (secret.data or {}).get(key)
         return base64.b64decode(data).decode() if data is not None else None
-
-    def claim_phase(self, namespace: str, name: str) -> str | None:
-        try:
-            claim = self.core.read_namespaced_persistent_volume_claim(
-                name, namespace, _request_timeout=TIMEOUT
-            )
-            return claim.status.phase
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def stream_pods(self, namespace: str, livestream: str) -> list[Any]:
-        selector = f"{LABEL}={livestream}"
-        pods = self.core.list_namespaced_pod(
-            namespace, label_selector=selector, _request_timeout=TIMEOUT
-        )
-        return pods.items
 
     def livestream(self, namespace: str, name: str) -> dict | None:
         try:

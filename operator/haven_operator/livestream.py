@@ -13,18 +13,20 @@ from typing import Any
 
 import kopf
 
-from . import metrics
+from . import indices, metrics
+from .backoff import jittered
 from .children import GROUP, LABEL, VERSION, names
 from .conditions import Condition
 from .podclient import PodRejected, PodUnreachable
 from .pods import client_for, current_pod, pod_ready
-from .reconciler import Outcome, reconcile
+from .reconciler import Outcome, reconcile, secret_unchanged
 from .schedule import Schedule
 from .status import Observed, changes, livestream_status
 
 PLURAL = "livestreams"
 FINAL = ("Completed", "Failed")  # Recording phases that are over
 COUNTER_INTERVAL = 30.0  # seconds: counters (viewers, ...) alone are written at most this often
+IDLE = 300.0  # seconds a loop with no ready pod sleeps unless a watch or the schedule wakes it
 
 
 class Loop:
@@ -39,7 +41,12 @@ class Loop:
         self.event = asyncio.Event()
 
     def wake(self) -> None:
+        """Reconcile now."""
         self.schedule.dirty = True
+        self.event.set()
+
+    def poke(self) -> None:
+        """Look at the status now (a pod or the claim changed)."""
         self.event.set()
 
     async def sleep(self, seconds: float) -> None:
@@ -63,13 +70,14 @@ def wake(memo: kopf.Memo, namespace: str, name: str, forget_token: bool = False)
         loop.wake()
 
 
-async def observe(body: dict, memo: kopf.Memo, pod_ready_now: bool = True) -> Observed:
-    """Read the claim, the pod and the pod's own report (I/O only; status.py decides)."""
+async def observe(body: dict, memo: kopf.Memo, pods: kopf.Index, claims: kopf.Index) -> Observed:
+    """The claim and the pod from the watches; the pod's own report from the pod (I/O only
+    for that and, once, the control token; status.py decides)."""
     kube, settings = memo.kube, memo.settings
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
-    claim_phase = await asyncio.to_thread(kube.claim_phase, namespace, names(name)["claim"])
-    pod = current_pod(await asyncio.to_thread(kube.stream_pods, namespace, name))
+    claim_phase = indices.claim_phase(claims, namespace, names(name)["claim"])
+    pod = current_pod(indices.pods_of(pods, namespace, name))
     if body["spec"].get("suspend") or pod is None or not pod_ready(pod):
         return Observed(claim_phase, pod, None)
     client = await asyncio.to_thread(client_for, kube, settings, namespace, name, pod, memo.tokens)
@@ -104,7 +112,13 @@ def _announce(body: dict, before: Outcome | None, after: Outcome) -> None:
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
 async def control_loop(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    stream_pods: kopf.Index,
+    stream_claims: kopf.Index,
+    **_: Any,
 ) -> None:
     kube, settings = memo.kube, memo.settings
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -120,7 +134,11 @@ async def control_loop(
             raw = dict(body)
             generation = raw["metadata"].get("generation", 1)
             now = time.monotonic()
-            if loop.schedule.due(generation, now):
+            if loop.schedule.resync_only(generation, now) and await asyncio.to_thread(
+                secret_unchanged, kube, raw, memo.tokens.peek(namespace, name)
+            ):
+                loop.schedule.done(generation, True, time.monotonic())  # nothing to do
+            elif loop.schedule.due(generation, now):
                 outcome = await asyncio.to_thread(reconcile, kube, settings, raw)
                 loop.schedule.done(
                     outcome.generation, outcome.ok, time.monotonic(), outcome.retry_after
@@ -131,27 +149,34 @@ async def control_loop(
                 if not outcome.ok:
                     logger.warning("reconcile: %s: %s", outcome.reason, outcome.message)
                 loop.outcome = outcome
+            # The pod's own state is asked for every status interval while it is ready; the
+            # rest comes from the watches, which poke the loop when a pod or the claim moves.
+            interval = IDLE
             try:
-                await _write_status(raw, loop, memo, endpoint, logger)
+                seen = await observe(raw, memo, stream_pods, stream_claims)
+                await _write_status(raw, loop, memo, seen, endpoint, logger)
+                if seen.pod is not None and seen.pod.ready and not raw["spec"].get("suspend"):
+                    interval = jittered(settings.status_interval, spread=0.1)
             except Exception as exc:  # the next pass tries again
                 logger.warning("status: %r", exc)
                 metrics.ERRORS.labels(kind="LiveStream").inc()
-            await loop.sleep(loop.schedule.wait(time.monotonic(), settings.status_interval))
+                interval = settings.status_interval
+            await loop.sleep(loop.schedule.wait(time.monotonic(), interval))
     finally:
         if _loops(memo).get(key) is loop:
             del _loops(memo)[key]
 
 
 async def _write_status(
-    raw: dict, loop: Loop, memo: kopf.Memo, endpoint: str, logger: kopf.Logger
+    raw: dict, loop: Loop, memo: kopf.Memo, seen: Observed, endpoint: str, logger: kopf.Logger
 ) -> None:
-    seen = await observe(raw, memo)
     current = {**(raw.get("status") or {}), **loop.written}
     view = {**raw, "status": current}
     reconciled = loop.outcome.condition if loop.outcome else None
     new = livestream_status(view, reconciled, loop.schedule.applied, seen, endpoint)
     now = time.monotonic()
-    counters_due = now - loop.counters_at >= min(COUNTER_INTERVAL, memo.settings.counter_interval)
+    every = min(COUNTER_INTERVAL, memo.settings.counter_interval)
+    counters_due = now - loop.counters_at >= jittered(every, spread=0.1)
     patch = changes(current, new, counters_due)
     if not patch:
         return
@@ -194,7 +219,7 @@ def _fingerprint(body: kopf.Body) -> str:
     return hashlib.sha256(json.dumps(essence, sort_keys=True, default=str).encode()).hexdigest()
 
 
-CHILD = {"labels": {LABEL: kopf.PRESENT}}
+CHILD = indices.CHILD
 
 
 @kopf.on.event("apps", "v1", "deployments", **CHILD)
@@ -216,8 +241,20 @@ async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_:
         changed = memo.fingerprints.get(uid) != fingerprint and type is not None
         memo.fingerprints[uid] = fingerprint
     loop = _loops(memo).get(key)
-    if changed and loop is not None:
-        loop.wake()
+    if loop is not None:
+        if changed:
+            loop.wake()
+        elif meta.get("name") == names(key[1])["claim"]:
+            loop.poke()  # the claim's phase may have moved
+
+
+@kopf.on.event("v1", "pods", **CHILD)
+async def pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A stream pod moved (scheduled, ready, crashed, gone): look at the status now."""
+    meta = body["metadata"]
+    loop = _loops(memo).get((meta["namespace"], meta["labels"][LABEL]))
+    if loop is not None:
+        loop.poke()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from . import livestream, recording  # noqa: F401  (registers the handlers)
+from . import indices, livestream, recording  # noqa: F401  (registers the handlers)
 from .kube import Kube, load_config
 from .pods import Tokens
 from .settings import Settings

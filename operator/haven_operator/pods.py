@@ -1,7 +1,10 @@
-"""Finding a LiveStream's stream pod and a client for it."""
+"""A LiveStream's stream pods, as the pod watch sees them (a kopf index, see livestream.py),
+and a client for the current one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .children import names
@@ -10,22 +13,56 @@ from .podclient import StreamPodClient
 from .settings import Settings
 
 
-def pod_ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+@dataclass(frozen=True)
+class PodView:
+    """What the operator needs of a stream pod, taken from a watch event."""
+
+    name: str
+    uid: str
+    created: str  # RFC 3339: sorts in time order
+    deleting: bool
+    phase: str
+    ready: bool
+    waiting: tuple[str, str] | None  # why its container is not running (reason, message)
+    ip: str | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> PodView:
+        meta, status = body.get("metadata", {}), body.get("status") or {}
+        waiting = None
+        for cs in status.get("containerStatuses") or []:
+            w = (cs.get("state") or {}).get("waiting") or {}
+            if w.get("reason"):
+                waiting = (w["reason"], w.get("message") or "")
+                break
+        return cls(
+            name=meta.get("name", ""),
+            uid=meta.get("uid", ""),
+            created=meta.get("creationTimestamp") or "",
+            deleting=bool(meta.get("deletionTimestamp")),
+            phase=status.get("phase") or "Pending",
+            ready=any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            ),
+            waiting=waiting,
+            ip=status.get("podIP"),
+        )
 
 
-def current_pod(pods: list[Any]) -> Any | None:
+def pod_ready(pod: PodView) -> bool:
+    return pod.ready
+
+
+def current_pod(pods: Iterable[PodView]) -> PodView | None:
     """The newest pod that is not being deleted."""
-    live = [p for p in pods if p.metadata.deletion_timestamp is None]
-    return max(live, key=lambda p: p.metadata.creation_timestamp, default=None)
+    live = [p for p in pods if not p.deleting]
+    return max(live, key=lambda p: p.created, default=None)
 
 
-def waiting_reason(pod: Any) -> tuple[str, str] | None:
+def waiting_reason(pod: PodView) -> tuple[str, str] | None:
     """Why the pod's container is not running (ImagePullBackOff, CrashLoopBackOff, ...)."""
-    for cs in pod.status.container_statuses or []:
-        if cs.state and cs.state.waiting and cs.state.waiting.reason:
-            return cs.state.waiting.reason, cs.state.waiting.message or ""
-    return None
+    return pod.waiting
 
 
 class Tokens:
@@ -51,6 +88,10 @@ class Tokens:
         else:
             self._tokens[(namespace, livestream)] = token
 
+    def peek(self, namespace: str, livestream: str) -> str | None:
+        """The token in memory, without reading it."""
+        return self._tokens.get((namespace, livestream))
+
     def forget(self, namespace: str, livestream: str) -> None:
         self._tokens.pop((namespace, livestream), None)
 
@@ -72,9 +113,8 @@ def client_for(
     if token is None:
         return None
     if settings.pod_address == "pod-ip":
-        pod = pod or current_pod(kube.stream_pods(namespace, livestream))
-        if pod is None or not pod.status.pod_ip:
+        if pod is None or not pod.ip:
             return None
-        return StreamPodClient(f"http://{pod.status.pod_ip}:{settings.pod_port}", token)
+        return StreamPodClient(f"http://{pod.ip}:{settings.pod_port}", token)
     host = f"{n['service']}.{namespace}.svc.{settings.cluster_domain}"
     return StreamPodClient(f"http://{host}:{settings.pod_port}", token)

@@ -132,3 +132,16 @@ def reconcile(kube: Kube, settings: Settings, body: dict[str, Any]) -> Outcome:
         token,
         created,
     )
+
+
+def secret_unchanged(kube: Kube, body: dict[str, Any], token: str | None) -> bool:
+    """The resync's light look: one read, of the one child no watch covers. True if the
+    control Secret is still ours and holds the token the pod template was made with."""
+    if token is None:
+        return False
+    meta = body["metadata"]
+    try:
+        secret = kube.get("Secret", meta["namespace"], names(meta["name"])["secret"])
+    except ApiException:
+        return False
+    return classify(secret, body) is Owner.OURS and _token(secret) == token

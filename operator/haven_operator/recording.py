@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from . import conditions, livestream, metrics
+from . import conditions, indices, livestream, metrics
 from .backoff import delay
 from .children import GROUP, VERSION, names
 from .conditions import Condition
@@ -106,8 +106,10 @@ def not_over(status: kopf.Status, **_: Any) -> bool:
 class Reconciler:
     """One Recording's loop; `step` is level-based: it looks, acts once, and reports."""
 
-    def __init__(self, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> None:
-        self.body, self.memo, self.logger = body, memo, logger
+    def __init__(
+        self, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, pods: kopf.Index
+    ) -> None:
+        self.body, self.memo, self.logger, self.pods = body, memo, logger, pods
         self.kube, self.settings = memo.kube, memo.settings
         self.name = body["metadata"]["name"]
         self.namespace = body["metadata"]["namespace"]
@@ -179,8 +181,7 @@ class Reconciler:
             await self.write({"phase": "Pending"}, [cond, Condition("Recording", False, "Waiting")])
             return False
 
-        pods = await asyncio.to_thread(self.kube.stream_pods, self.namespace, ls_name)
-        pod = current_pod(pods)
+        pod = current_pod(indices.pods_of(self.pods, self.namespace, ls_name))
         client = await asyncio.to_thread(
             client_for, self.kube, self.settings, self.namespace, ls_name, pod, self.memo.tokens
         )
@@ -207,7 +208,7 @@ class Reconciler:
         if info is None:  # stopped before the pod ever had it
             new = {"phase": "Completed", "claimName": claim, "message": "stopped before it started"}
         else:
-            new = from_pod(info, claim, pod.metadata.uid if pod is not None else None)
+            new = from_pod(info, claim, pod.uid if pod is not None else None)
         phase = new["phase"]
         recording = Condition(
             "Recording",
@@ -225,9 +226,14 @@ class Reconciler:
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, when=not_over)
 async def run(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, stopped: kopf.DaemonStopped, **_: Any
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+    stream_pods: kopf.Index,
+    **_: Any,
 ) -> None:
-    reconciler = Reconciler(body, memo, logger)
+    reconciler = Reconciler(body, memo, logger, stream_pods)
     while not stopped:
         try:
             if await reconciler.step():
@@ -240,7 +246,12 @@ async def run(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=not_over)
 async def finalize(
-    body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, retry: int, **_: Any
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    retry: int,
+    stream_pods: kopf.Index,
+    **_: Any,
 ) -> None:
     """Stop the recording on its pod before the Recording goes: the finalizer stays until the
     pod confirms the stop, or the LiveStream and its pods are gone for good. A suspended
@@ -249,7 +260,7 @@ async def finalize(
     ls_name = body["spec"]["liveStreamRef"]["name"]
     wait = min(5.0, delay(retry + 1))
     ls = await asyncio.to_thread(memo.kube.livestream, ns, ls_name)
-    pods = await asyncio.to_thread(memo.kube.stream_pods, ns, ls_name)
+    pods = indices.pods_of(stream_pods, ns, ls_name)
     if ls is None and not pods:
         logger.info("LiveStream %s and its pods are gone: nothing left to stop", ls_name)
         return

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .backoff import delay, jittered
 
-RESYNC = 300.0  # seconds between reconciles of a LiveStream nothing touched
+RESYNC = 900.0  # seconds between looks at a LiveStream nothing touched (its Secret only)
 
 
 @dataclass
@@ -25,6 +25,15 @@ class Schedule:
 
     def due(self, generation: int, now: float) -> bool:
         return self.dirty or generation != self.attempted or now >= self.next_at
+
+    def resync_only(self, generation: int, now: float) -> bool:
+        """Due for no reason but the resync timer, after a success: a light look suffices."""
+        return (
+            not self.dirty
+            and generation == self.attempted == self.applied
+            and self.failures == 0
+            and now >= self.next_at
+        )
 
     def done(
         self,

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import conditions
 from .conditions import Condition
-from .pods import pod_ready, waiting_reason
+from .pods import PodView, pod_ready, waiting_reason
 
 POD_STATES = {
     "connecting": "Connecting",
@@ -31,7 +31,7 @@ COUNTERS = ("viewers", "video", "lastFrameTime")  # they change without a transi
 @dataclass(frozen=True)
 class Observed:
     claim_phase: str | None
-    pod: Any | None  # the current stream pod (a V1Pod), if any
+    pod: PodView | None  # the current stream pod, if any
     pod_status: dict | None  # the pod's GET /status, if it answered
     pod_error: Condition | None = None  # why it did not answer
 
@@ -49,17 +49,17 @@ def _epoch_to_iso(value: float | None) -> str | None:
     return dt.datetime.fromtimestamp(value, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def pod_condition(suspended: bool, pod: Any | None) -> Condition:
+def pod_condition(suspended: bool, pod: PodView | None) -> Condition:
     waiting = waiting_reason(pod) if pod is not None else None
     if suspended:
         return Condition("PodReady", False, "Suspended", "spec.suspend is true: scaled to 0")
     if pod is None:
         return Condition("PodReady", False, "NoPod", "the stream pod has not been created yet")
     if pod_ready(pod):
-        return Condition("PodReady", True, "Ready", f"pod {pod.metadata.name} is ready")
+        return Condition("PodReady", True, "Ready", f"pod {pod.name} is ready")
     if waiting:
-        return Condition("PodReady", False, waiting[0], waiting[1] or f"pod {pod.metadata.name}")
-    message = f"pod {pod.metadata.name} is {pod.status.phase}"
+        return Condition("PodReady", False, waiting[0], waiting[1] or f"pod {pod.name}")
+    message = f"pod {pod.name} is {pod.phase}"
     return Condition("PodReady", False, "NotReady", message)
 
 
@@ -137,7 +137,7 @@ def livestream_status(
         "conditions": conditions.merge(
             old.get("conditions"), [ready, reconciled, source, pod_cond, storage], generation
         ),
-        "podName": seen.pod.metadata.name if seen.pod is not None else None,
+        "podName": seen.pod.name if seen.pod is not None else None,
         "viewers": pod_status["viewers"] if pod_status else 0,
         "activeRecordings": len(pod_status["activeRecordings"]) if pod_status else 0,
         "serviceName": f"{meta['name']}-stream",

@@ -4,11 +4,11 @@ what status to report, what a Recording is called on its pod. No cluster needed.
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 
 from haven_operator import backoff
 from haven_operator.conditions import Condition
 from haven_operator.ownership import Owner, classify
+from haven_operator.pods import PodView, current_pod
 from haven_operator.recording import pod_recording_name, recording_conditions
 from haven_operator.schedule import Schedule
 from haven_operator.status import Observed, changes, livestream_status
@@ -67,18 +67,34 @@ def test_schedule_reconciles_on_wake_new_generation_backoff_and_resync():
     assert s.wait(now=20, interval=5) == 5
 
 
-def _pod(ready: bool, waiting: str | None = None) -> SimpleNamespace:
-    state = SimpleNamespace(
-        waiting=SimpleNamespace(reason=waiting, message="m") if waiting else None
+def _pod(ready: bool, waiting: str | None = None) -> PodView:
+    """A stream pod as the watch delivers it."""
+    state = {"waiting": {"reason": waiting, "message": "m"}} if waiting else {"running": {}}
+    return PodView.of(
+        {
+            "metadata": {
+                "name": "cam-stream-x",
+                "uid": "p-1",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": "10.244.0.9",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [{"state": state}],
+            },
+        }
     )
-    return SimpleNamespace(
-        metadata=SimpleNamespace(name="cam-stream-x"),
-        status=SimpleNamespace(
-            phase="Running",
-            conditions=[SimpleNamespace(type="Ready", status="True" if ready else "False")],
-            container_statuses=[SimpleNamespace(state=state)],
-        ),
-    )
+
+
+def test_the_current_pod_is_the_newest_not_being_deleted():
+    old, new = _pod(True), _pod(False)
+    new = PodView(**{**new.__dict__, "created": "2026-01-02T00:00:00Z", "name": "new"})
+    assert current_pod([old, new]).name == "new"
+    gone = PodView(**{**new.__dict__, "deleting": True})
+    assert current_pod([old, gone]) is old and current_pod([]) is None
+    assert old.ready and old.ip == "10.244.0.9" and old.waiting is None
+    assert _pod(False, "ErrImagePull").waiting == ("ErrImagePull", "m")
 
 
 LIVE = {
