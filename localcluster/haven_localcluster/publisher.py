@@ -6,6 +6,12 @@ signal (see testsignal) in real time until stopped.
 
 Frame n is captured at wall time t0 + n / FPS, where t0 is published as the participant
 attribute `haven.t0`; a receiver that decodes n gets its end-to-end latency from that.
+
+What real publishers send can be imitated: `--width/--height` (any size, odd too) is the
+picture as sent, `--rotation` the rotation it is sent with (the pattern is drawn so that it
+reads upright once turned by it, as a phone's portrait camera does), `--channels 2` stereo
+(the tone left, at half level right) and `--sample-rate` (44100, say). The defaults are the
+1280x720 upright, mono, 48 kHz signal.
 """
 
 from __future__ import annotations
@@ -16,8 +22,11 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from livekit import api, rtc
 
 from . import testsignal as ts
@@ -29,16 +38,54 @@ log = logging.getLogger("haven.publisher")
 # nothing; after a longer one the audio skips ahead to the wall clock (AUDIO_MAX_LATE).
 AUDIO_QUEUE_MS = 500
 AUDIO_MAX_LATE = 0.03  # seconds
+ROTATIONS = {
+    0: rtc.VideoRotation.VIDEO_ROTATION_0,
+    90: rtc.VideoRotation.VIDEO_ROTATION_90,
+    180: rtc.VideoRotation.VIDEO_ROTATION_180,
+    270: rtc.VideoRotation.VIDEO_ROTATION_270,
+}
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What the publisher sends: the picture as sent and its rotation, and the audio format."""
+
+    width: int = ts.WIDTH
+    height: int = ts.HEIGHT
+    rotation: int = 0
+    channels: int = ts.CHANNELS
+    sample_rate: int = ts.SAMPLE_RATE
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        turned = self.rotation in (90, 270)
+        return (self.height, self.width) if turned else (self.width, self.height)
+
+    def picture(self, pattern: ts.VideoPattern, n: int) -> bytes:
+        """Frame n as sent: the upright pattern turned back by the rotation."""
+        if self.rotation == 0:
+            return pattern.i420(n)
+        # np.rot90 turns counter-clockwise: undoing the clockwise turn a receiver applies.
+        luma = np.ascontiguousarray(np.rot90(pattern.luma(n), self.rotation // 90))
+        chroma = 2 * ((self.width + 1) // 2) * ((self.height + 1) // 2)
+        return luma.tobytes() + bytes([128]) * chroma
+
+    def audio(self, first_sample: int) -> np.ndarray:
+        """10 ms of samples (interleaved when stereo) from `first_sample` on."""
+        mono = ts.audio_samples(first_sample, self.sample_rate // 100, self.sample_rate)
+        return ts.stereo(mono) if self.channels == 2 else mono
 
 
 def spawn_publisher(
     url: str, api_key: str, api_secret: str, room: str, log_dir: Path,
     identity: str = "synthetic-publisher", *, detach: bool = False,
+    options: Sequence[str] = (),
 ) -> Proc:  # fmt: skip
-    """Run a publisher in a process of its own (its CPU is not the receiver's)."""
+    """Run a publisher in a process of its own (its CPU is not the receiver's); `options` are
+    more flags, such as `--width 720 --height 405`."""
     argv = [
         sys.executable, "-m", "haven_localcluster.publisher", "--url", url, "--room", room,
-        "--identity", identity, "--api-key", api_key, "--api-secret", api_secret,
+        "--identity", identity, "--api-key", api_key, "--api-secret", api_secret, *options,
     ]  # fmt: skip
     return spawn(f"publisher-{room}-{identity}", argv, log_dir, detach=detach)
 
@@ -60,8 +107,11 @@ def token(api_key: str, api_secret: str, room: str, identity: str, *, publish: b
     )
 
 
-async def _video_loop(source: rtc.VideoSource, t0: float, stop: asyncio.Event) -> None:
-    pattern = ts.VideoPattern()
+async def _video_loop(
+    source: rtc.VideoSource, t0: float, stop: asyncio.Event, media: Signal
+) -> None:
+    pattern = ts.VideoPattern(*media.upright_size)
+    rotation = ROTATIONS[media.rotation]
     n = 0
     while not stop.is_set():
         due = t0 + n / ts.FPS
@@ -71,45 +121,52 @@ async def _video_loop(source: rtc.VideoSource, t0: float, stop: asyncio.Event) -
         elif delay < -1:  # fell far behind (a stalled machine): skip ahead, keep the clock
             n = int((time.time() - t0) * ts.FPS)
             continue
-        frame = rtc.VideoFrame(ts.WIDTH, ts.HEIGHT, rtc.VideoBufferType.I420, pattern.i420(n))
-        source.capture_frame(frame, timestamp_us=int(due * 1e6))
+        data = media.picture(pattern, n)
+        frame = rtc.VideoFrame(media.width, media.height, rtc.VideoBufferType.I420, data)
+        source.capture_frame(frame, timestamp_us=int(due * 1e6), rotation=rotation)
         n += 1
         if n % (ts.FPS * 10) == 0:
             log.info("published %d video frames", n)
 
 
-async def _audio_loop(source: rtc.AudioSource, t0: float, stop: asyncio.Event) -> None:
+async def _audio_loop(
+    source: rtc.AudioSource, t0: float, stop: asyncio.Event, media: Signal
+) -> None:
     # Sample s is due to leave the source at t0 + s / rate. The source plays its queue out in
     # real time and `capture_frame` waits while the queue is full, so its clock paces this loop.
     # When this process stalls for longer than the queue, the source runs dry and every later
     # sample would leave late for good; like a capture device, the loop skips the samples it
     # missed instead, muting a tone it joins halfway so no tone starts late.
     await asyncio.sleep(max(0.0, t0 - time.time()))
+    rate, frame_samples = media.sample_rate, media.sample_rate // 100
     sample, muted_until = 0, 0
     while not stop.is_set():
-        late = time.time() + source.queued_duration - (t0 + sample / ts.SAMPLE_RATE)
+        late = time.time() + source.queued_duration - (t0 + sample / rate)
         if late > AUDIO_MAX_LATE:
-            skipped = int(late * ts.SAMPLE_RATE) // ts.AUDIO_FRAME_SAMPLES
-            sample += skipped * ts.AUDIO_FRAME_SAMPLES
-            muted_until = ts.tone_end(sample)
+            skipped = int(late * rate) // frame_samples
+            sample += skipped * frame_samples
+            muted_until = ts.tone_end(sample, rate)
             log.info("audio %.0f ms late: skipped %d frames", late * 1000, skipped)
-        data = ts.audio_samples(sample)
+        data = media.audio(sample)
         if sample < muted_until:
             data[:] = 0
-        frame = rtc.AudioFrame(data.tobytes(), ts.SAMPLE_RATE, ts.CHANNELS, len(data))
+        frame = rtc.AudioFrame(data.tobytes(), rate, media.channels, frame_samples)
         await source.capture_frame(frame)
-        sample += len(data)
+        sample += frame_samples
 
 
-async def publish(url: str, access_token: str, stop: asyncio.Event) -> None:
+async def publish(
+    url: str, access_token: str, stop: asyncio.Event, media: Signal | None = None
+) -> None:
+    media = media or Signal()
     room = rtc.Room()
     await room.connect(url, access_token)
     log.info("joined room %s as %s", room.name, room.local_participant.identity)
     # t0 is announced before the tracks exist, so every subscriber can read it.
     t0 = time.time() + 0.5
     await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
-    video = rtc.VideoSource(ts.WIDTH, ts.HEIGHT)
-    audio = rtc.AudioSource(ts.SAMPLE_RATE, ts.CHANNELS, queue_size_ms=AUDIO_QUEUE_MS)
+    video = rtc.VideoSource(media.width, media.height)
+    audio = rtc.AudioSource(media.sample_rate, media.channels, queue_size_ms=AUDIO_QUEUE_MS)
     video_track = rtc.LocalVideoTrack.create_video_track("test-pattern", video)
     audio_track = rtc.LocalAudioTrack.create_audio_track("test-tone", audio)
     video_opts = rtc.TrackPublishOptions(
@@ -122,10 +179,14 @@ async def publish(url: str, access_token: str, stop: asyncio.Event) -> None:
         audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
     )
     log.info(
-        "publishing %dx%d@%d video and %d Hz audio", ts.WIDTH, ts.HEIGHT, ts.FPS, ts.SAMPLE_RATE
-    )
+        "publishing %dx%d@%d video (rotation %d) and %d Hz audio in %d channel(s)",
+        media.width, media.height, ts.FPS, media.rotation, media.sample_rate,
+        media.channels,
+    )  # fmt: skip
     try:
-        await asyncio.gather(_video_loop(video, t0, stop), _audio_loop(audio, t0, stop))
+        await asyncio.gather(
+            _video_loop(video, t0, stop, media), _audio_loop(audio, t0, stop, media)
+        )
     finally:
         await room.disconnect()
 
@@ -139,7 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-secret")
     parser.add_argument("--token", help="join with this token instead")
     parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until stopped")
+    parser.add_argument("--width", type=int, default=ts.WIDTH, help="the picture as sent")
+    parser.add_argument("--height", type=int, default=ts.HEIGHT)
+    parser.add_argument("--rotation", type=int, choices=sorted(ROTATIONS), default=0)
+    parser.add_argument("--channels", type=int, choices=[1, 2], default=ts.CHANNELS)
+    parser.add_argument("--sample-rate", type=int, default=ts.SAMPLE_RATE)
     args = parser.parse_args(argv)
+    if not (2 <= args.width <= 4096 and 2 <= args.height <= 4096):
+        parser.error("--width and --height must be in 2..4096")
+    media = Signal(args.width, args.height, args.rotation, args.channels, args.sample_rate)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     access = args.token or token(
         args.api_key, args.api_secret, args.room, args.identity, publish=True
@@ -149,10 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_mediahandler(sig, stop.set)
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await publish(args.url, access, stop)
+        await publish(args.url, access, stop, media)
 
     asyncio.run(run())
     return 0

@@ -1,5 +1,6 @@
 """The synthetic test signal: 720p30 video with a frame counter and a periodic white flash, and
-48 kHz audio with a tone burst at each flash.
+48 kHz audio with a tone burst at each flash. Other sizes (odd, portrait, tiny) and sample
+rates draw the same pattern in proportion, so `decode_counter` reads them too.
 
 The counter is drawn twice: as digits a person can read, and as a strip of black and white
 cells along the top that `decode_counter` reads back after any codec and any scaling. The flash
@@ -50,14 +51,22 @@ def counter_bits(counter: int) -> list[int]:
     return [(word >> (CELLS - 1 - i)) & 1 for i in range(CELLS)]
 
 
+def cell_edges(width: int) -> list[int]:
+    """The counter strip's cell boundaries across `width` pixels (CELLS + 1 of them)."""
+    return [i * width // CELLS for i in range(CELLS + 1)]
+
+
 class VideoPattern:
-    """Renders I420 frames of the test pattern."""
+    """Renders I420 frames of the test pattern, of any size (chroma is ceil(w/2) x ceil(h/2))."""
 
     def __init__(self, width: int = WIDTH, height: int = HEIGHT) -> None:
         self.width, self.height = width, height
+        self.strip_rows = max(1, height * STRIP_ROWS // HEIGHT)
+        self.digit_scale = max(1, int(DIGIT_SCALE * min(width / WIDTH, height / HEIGHT)))
         ramp = np.linspace(40, 200, width, dtype=np.float32)
         self._background = np.broadcast_to(ramp, (height, width)).astype(np.uint8)
-        self._chroma = np.full((height // 2) * (width // 2) * 2, 128, dtype=np.uint8).tobytes()
+        chroma = ((height + 1) // 2) * ((width + 1) // 2) * 2
+        self._chroma = np.full(chroma, 128, dtype=np.uint8).tobytes()
 
     def luma(self, frame_index: int) -> np.ndarray:
         y = (
@@ -67,21 +76,22 @@ class VideoPattern:
         )
         # A moving bar, so consecutive frames differ everywhere, as in real video.
         bar = (frame_index * 8) % self.width
-        y[STRIP_ROWS:, bar : bar + 24] = BLACK
+        y[self.strip_rows :, bar : bar + max(2, 24 * self.width // WIDTH)] = BLACK
         self._draw_digits(y, str(frame_index))
-        cell = self.width // CELLS
+        edges = cell_edges(self.width)
         for i, bit in enumerate(counter_bits(frame_index)):
-            y[:STRIP_ROWS, i * cell : (i + 1) * cell] = WHITE if bit else BLACK
+            y[: self.strip_rows, edges[i] : edges[i + 1]] = WHITE if bit else BLACK
         return y
 
     def _draw_digits(self, y: np.ndarray, text: str) -> None:
-        s = DIGIT_SCALE
-        top = self.height // 2 - 7 * s // 2
-        left = self.width // 2 - len(text) * 6 * s // 2
+        s = self.digit_scale
+        top = max(self.strip_rows, self.height // 2 - 7 * s // 2)
+        left = max(0, self.width // 2 - len(text) * 6 * s // 2)
         for n, ch in enumerate(text):
             glyph = np.kron(_GLYPHS[ch], np.ones((s, s), dtype=bool))
             x = left + n * 6 * s
             region = y[top : top + glyph.shape[0], x : x + glyph.shape[1]]
+            glyph = glyph[: region.shape[0], : region.shape[1]]  # a small picture clips it
             region[glyph] = BLACK
             region[~glyph] = WHITE
 
@@ -97,7 +107,8 @@ def decode_counter(luma: np.ndarray) -> int | None:
     y0, y1 = rows // 4, max(rows // 4 + 1, rows * 3 // 4)
     bits = []
     for i in range(CELLS):
-        x0, x1 = int(i * cell + cell / 4), int((i + 1) * cell - cell / 4)
+        x0 = int(i * cell + cell / 4)
+        x1 = max(x0 + 1, int((i + 1) * cell - cell / 4))
         bits.append(1 if luma[y0:y1, x0:x1].mean() > (BLACK + WHITE) / 2 else 0)
     word = int("".join(map(str, bits)), 2)
     value, check = word >> CHECK_BITS, word & ((1 << CHECK_BITS) - 1)
@@ -113,20 +124,28 @@ def frame_is_flash(luma: np.ndarray) -> bool:
     return float(np.mean(body > 200)) > 0.9
 
 
-def audio_samples(first_sample: int, count: int = AUDIO_FRAME_SAMPLES) -> np.ndarray:
+def audio_samples(
+    first_sample: int, count: int = AUDIO_FRAME_SAMPLES, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
     """Mono s16 samples from `first_sample` on: silence, with a tone burst at every flash."""
     n = np.arange(first_sample, first_sample + count)
-    period = SAMPLE_RATE * FLASH_EVERY // FPS
-    in_tone = (n % period) < int(TONE_SECONDS * SAMPLE_RATE)
-    tone = np.sin(2 * np.pi * TONE_HZ * n / SAMPLE_RATE) * TONE_AMPLITUDE * 32767
+    period = sample_rate * FLASH_EVERY // FPS
+    in_tone = (n % period) < int(TONE_SECONDS * sample_rate)
+    tone = np.sin(2 * np.pi * TONE_HZ * n / sample_rate) * TONE_AMPLITUDE * 32767
     return np.where(in_tone, tone, 0).astype(np.int16)
 
 
-def tone_end(sample: int) -> int:
+def stereo(mono: np.ndarray) -> np.ndarray:
+    """Interleaved two-channel samples: the mono signal left, at half its level right (the
+    channels differ, and their mix still carries every tone)."""
+    return np.stack([mono, mono // 2], axis=1).reshape(-1)
+
+
+def tone_end(sample: int, sample_rate: int = SAMPLE_RATE) -> int:
     """The sample after the tone burst that `sample` is in, or `sample` if it is in silence."""
-    period = SAMPLE_RATE * FLASH_EVERY // FPS
+    period = sample_rate * FLASH_EVERY // FPS
     offset = sample % period
-    tone = int(TONE_SECONDS * SAMPLE_RATE)
+    tone = int(TONE_SECONDS * sample_rate)
     return sample - offset + tone if offset < tone else sample
 
 

@@ -41,3 +41,32 @@ def test_tone_end_is_the_sample_after_the_burst_or_the_sample_itself():
     assert ts.tone_end(period + 10) == period + tone
     assert ts.tone_end(period + tone) == period + tone  # silence: nothing to mute
     assert not ts.audio_samples(ts.tone_end(period + 5), 100).any()
+
+
+@pytest.mark.parametrize(
+    "size", [(1280, 720), (720, 405), (405, 720), (1279, 719), (321, 181), (192, 108), (4096, 2160)]
+)
+def test_the_pattern_at_any_size_reads_back_after_scaling(size):
+    width, height = size
+    pattern = ts.VideoPattern(width, height)
+    data = pattern.i420(4321)
+    assert len(data) == width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+    luma = pattern.luma(4321)
+    assert ts.decode_counter(luma) == 4321
+    assert ts.decode_counter(luma[::2, ::2]) == 4321  # what a scaler leaves of it
+    assert ts.frame_is_flash(pattern.luma(120)) and not ts.frame_is_flash(luma)
+
+
+def test_the_default_pattern_keeps_its_size_and_digits():
+    pattern = ts.VideoPattern()
+    assert (pattern.width, pattern.height, pattern.strip_rows) == (1280, 720, ts.STRIP_ROWS)
+    assert pattern.digit_scale == ts.DIGIT_SCALE
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_tones_at_other_sample_rates_start_on_the_flashes(rate):
+    samples = ts.audio_samples(0, 5 * rate, rate)
+    period = ts.FLASH_EVERY / ts.FPS
+    assert ts.tone_onsets(samples, rate) == pytest.approx([period, 2 * period], abs=0.006)
+    both = ts.stereo(samples).reshape(-1, 2)
+    assert (both[:, 0] == samples).all() and (both[:, 1] == samples // 2).all()
