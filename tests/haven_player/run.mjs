@@ -10,7 +10,7 @@ import { createRequire } from 'node:module';
 import { install, makeBrowser, sleep, waitFor } from './lib/browser.mjs';
 import { guidePlayer, load } from './lib/fixtures.mjs';
 import { recordWithHook, renderHook } from './lib/hook.mjs';
-import { makePage, playedToneHz } from './lib/player.mjs';
+import { makePage, toneHz } from './lib/player.mjs';
 
 const require = createRequire(import.meta.url);
 const args = JSON.parse(process.argv[2]);
@@ -62,6 +62,7 @@ async function player() {
   await waitFor('frames and audio', () => page.drawn.length >= 10 && page.buffers.length >= 100, {
     timeout: 90000,
   });
+  const socket = p.ws; // the player drops it at stopSession
   p.ws.send('ping');
   await waitFor('a JSON pong', () => p.ws.received.some((m) => JSON.parse(m).type === 'pong'), {
     timeout: 30000,
@@ -100,7 +101,10 @@ async function player() {
     audioPlayed: page.played,
     audioSampleRates: [...new Set(page.buffers.map((b) => b.sampleRate))],
     audioChannels: [...new Set(page.buffers.map((b) => b.numberOfChannels))],
-    tone: playedToneHz(page.buffers),
+    tone: toneHz(
+      socket.received.map((m) => JSON.parse(m)).filter((m) => m.type === 'audio_frame'),
+      page.buffers[0] && page.buffers[0].sampleRate,
+    ),
     messageTypes: types,
     observer: { last: last(observer), close: observer.closeEvent },
     refused: { messages: refused.received.map((m) => JSON.parse(m)), close: refused.closeEvent },
@@ -148,6 +152,7 @@ try {
   process.exit(0);
 } catch (err) {
   console.error(err && err.stack ? err.stack : err);
+  if (err && err.cause) console.error('caused by:', err.cause);
   if (uncaught.length) console.error(uncaught.join('\n'));
   process.exit(1);
 }

@@ -19,6 +19,12 @@ const SIMPLE_CONTENT_TYPES = new Set([
   'text/plain',
 ]);
 const SAFELISTED = new Set(['accept', 'accept-language', 'content-language']);
+// Headers a page cannot set: the browser drops them (axios sets User-Agent under Node).
+const FORBIDDEN = new Set([
+  'accept-charset', 'accept-encoding', 'connection', 'content-length', 'cookie', 'date', 'dnt',
+  'expect', 'host', 'keep-alive', 'origin', 'referer', 'te', 'trailer', 'transfer-encoding',
+  'upgrade', 'user-agent', 'via',
+]);
 
 export class CorsError extends TypeError {}
 
@@ -59,6 +65,9 @@ export function makeBrowser({ gateway, token, origin, pageURL = `${BACKEND}/` })
       method = (init.method || input.method || 'GET').toUpperCase();
       headers = new Headers(init.headers || input.headers);
       body = init.body !== undefined ? init.body : (input.body ? await input.text() : undefined);
+    }
+    for (const name of [...headers.keys()]) {
+      if (FORBIDDEN.has(name) || name.startsWith('sec-') || name.startsWith('proxy-')) headers.delete(name);
     }
     if (token) headers.set('authorization', `Bearer ${token}`);
     const crossOrigin = origin !== url.origin;  // 'null' (file://) is never the same origin

@@ -62,24 +62,28 @@ export function makePage() {
   return page;
 }
 
-// The tone's pitch as the page plays it: in each buffer, the upward zero crossings of the
-// tone (where the signal around them is loud), periods between the first and the last, timed
-// at the buffer's declared sample rate.
-export function playedToneHz(buffers) {
+// The tone's pitch as the page plays it. The player plays each audio_frame's bytes as
+// samples at the rate it gives createBuffer; its own decoding does not sign-extend (a negative
+// sample becomes +1 after its clamp, whatever the backend sends), so the pitch is measured on
+// the bytes it was given, read as s16le, and timed at that declared rate: the upward zero
+// crossings of the tone (where the signal around them is loud), periods between the first and
+// the last in each message.
+export function toneHz(messages, declaredRate) {
   let periods = 0;
   let seconds = 0;
-  for (const b of buffers) {
-    const x = b.getChannelData(0);
+  for (const m of messages) {
+    const bytes = Buffer.from(m.data, 'base64');
+    const x = new Int16Array(bytes.buffer, bytes.byteOffset, bytes.length >> 1);
     const at = [];
     for (let i = 1; i < x.length; i++) {
       if (!(x[i - 1] < 0 && x[i] >= 0)) continue;
       let peak = 0;
       for (let j = Math.max(0, i - 30); j < Math.min(x.length, i + 30); j++) peak = Math.max(peak, Math.abs(x[j]));
-      if (peak > 0.2) at.push(i);
+      if (peak > 0.2 * 32768) at.push(i);
     }
     if (at.length < 3) continue;
     periods += at.length - 1;
-    seconds += (at[at.length - 1] - at[0]) / b.sampleRate;
+    seconds += (at[at.length - 1] - at[0]) / declaredRate;
   }
   return { hz: seconds > 0 ? periods / seconds : null, seconds };
 }
