@@ -166,7 +166,11 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        extra = getattr(exc, "extra", {})
+        extra = {
+            k: v
+            for k, v in getattr(exc, "extra", {}).items()
+            if k not in ("success", "error", "detail")
+        }
         return JSONResponse(
             error_body(message, **jsonable_encoder(extra)), exc.status_code, exc.headers
         )
@@ -214,7 +218,8 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
     @app.post("/api/live-sessions/start", dependencies=api)
     async def start_session(body: MintRequest) -> dict:
         try:
-            stream, created = await call(store.create_stream, body.mint_id)
+            # a session stopped a moment ago is waited out as long as a start may take
+            stream, created = await call(store.create_stream, body.mint_id, settings.start_timeout)
         except SessionStopping as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, f"{exc}; try again shortly") from exc
         deadline = time.monotonic() + settings.start_timeout
