@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Annotated, Literal
@@ -19,7 +20,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import wsprotocol
 from .config import Settings
@@ -42,9 +43,23 @@ from .writer import FORMATS, MAX_GAP_SECONDS, quality_table
 log = logging.getLogger("haven.api")
 
 
+def _finite_or_text(value: object) -> object:
+    """`value` with every non-finite number (JSON's 1e400, Infinity, NaN) turned into text: the
+    fields refuse it all the same, and the 422 that echoes it stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_or_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_text(v) for v in value]
+    return value
+
+
 class RecordingRequest(BaseModel):
     # Numbers must be finite (no Infinity/NaN) and in range, or the answer is 422.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _finite = model_validator(mode="before")(staticmethod(_finite_or_text))
 
     name: str = Field(
         description="Unique per pod; the files are named after it (a lowercase DNS name)",
