@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import time
 from typing import Any
 
@@ -19,7 +17,7 @@ from .children import GROUP, LABEL, VERSION, names
 from .conditions import Condition
 from .podclient import PodRejected, PodUnreachable
 from .pods import client_for, current_pod, pod_ready
-from .reconciler import Outcome, reconcile, secret_unchanged
+from .reconciler import Outcome, child_fingerprint, reconcile, secret_unchanged
 from .schedule import Schedule
 from .status import Observed, changes, livestream_status
 
@@ -139,7 +137,7 @@ async def control_loop(
             ):
                 loop.schedule.done(generation, True, time.monotonic())  # nothing to do
             elif loop.schedule.due(generation, now):
-                outcome = await asyncio.to_thread(reconcile, kube, settings, raw)
+                outcome = await asyncio.to_thread(reconcile, kube, settings, raw, memo.fingerprints)
                 loop.schedule.done(
                     outcome.generation, outcome.ok, time.monotonic(), outcome.retry_after
                 )
@@ -203,22 +201,6 @@ async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         loop.wake()
 
 
-def _fingerprint(body: kopf.Body) -> str:
-    """What an edit of a child changes: its spec, labels, annotations and owners (not status)."""
-    meta = body.get("metadata", {})
-    essence = {
-        "spec": body.get("spec"),
-        "labels": meta.get("labels"),
-        "annotations": {
-            k: v
-            for k, v in (meta.get("annotations") or {}).items()
-            if not k.startswith("deployment.kubernetes.io/")
-        },
-        "owners": meta.get("ownerReferences"),
-    }
-    return hashlib.sha256(json.dumps(essence, sort_keys=True, default=str).encode()).hexdigest()
-
-
 CHILD = indices.CHILD
 
 
@@ -237,7 +219,7 @@ async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_:
         memo.fingerprints.pop(uid, None)
         changed = True
     else:
-        fingerprint = _fingerprint(body)
+        fingerprint = child_fingerprint(body)
         changed = memo.fingerprints.get(uid) != fingerprint and type is not None
         memo.fingerprints[uid] = fingerprint
     loop = _loops(memo).get(key)

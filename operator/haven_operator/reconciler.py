@@ -9,7 +9,10 @@ untouched and the outcome names it. Blocking; the LiveStream's daemon runs it in
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +41,32 @@ class Outcome:
         return Condition("Reconciled", self.ok, self.reason, self.message)
 
 
+def _without_nulls(value: Any) -> Any:
+    """The client drops null fields (a template's creationTimestamp); the watch keeps them."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def child_fingerprint(body: Mapping[str, Any]) -> str:
+    """What an edit of a child changes: its spec, labels, annotations and owners (not status)."""
+    meta = body.get("metadata", {})
+    essence = {
+        "spec": body.get("spec"),
+        "labels": meta.get("labels"),
+        "annotations": {
+            k: v
+            for k, v in (meta.get("annotations") or {}).items()
+            if not k.startswith("deployment.kubernetes.io/")
+        },
+        "owners": meta.get("ownerReferences"),
+    }
+    text = json.dumps(_without_nulls(essence), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _token(secret: dict) -> str | None:
     data = (secret.get("data") or {}).get("token")
     return base64.b64decode(data).decode() if data is not None else None
@@ -55,7 +84,11 @@ def _blocked(kind: str, name: str, owner: Owner, ls_name: str) -> tuple[str, str
     )
 
 
-def reconcile(kube: Kube, settings: Settings, body: dict[str, Any]) -> Outcome:
+def reconcile(
+    kube: Kube, settings: Settings, body: dict[str, Any], seen: dict[str, str] | None = None
+) -> Outcome:
+    """`seen`: children's fingerprints by uid (the watch's memory). What we write goes in it at
+    once, so the watch event of our own write does not wake the loop again."""
     meta = body["metadata"]
     ls_name, namespace = meta["name"], meta["namespace"]
     generation = meta.get("generation", 1)
@@ -104,7 +137,10 @@ def reconcile(kube: Kube, settings: Settings, body: dict[str, Any]) -> Outcome:
             manifests.append(wanted_ingress)
         for manifest in manifests:  # one failure does not hold back the other children
             try:
-                kube.apply(manifest)
+                written = kube.apply(manifest)
+                if seen is not None and written is not None:
+                    data = kube.core.api_client.sanitize_for_serialization(written)
+                    seen[data["metadata"]["uid"]] = child_fingerprint(data)
             except ApiException as exc:
                 reason, message = api_error(exc)
                 kind = manifest["kind"]

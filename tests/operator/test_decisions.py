@@ -9,6 +9,7 @@ from haven_operator import backoff
 from haven_operator.conditions import Condition
 from haven_operator.ownership import Owner, classify
 from haven_operator.pods import PodView, current_pod
+from haven_operator.reconciler import child_fingerprint
 from haven_operator.recording import pod_recording_name, recording_conditions
 from haven_operator.schedule import Schedule
 from haven_operator.status import Observed, changes, livestream_status
@@ -165,3 +166,19 @@ def test_recording_conditions_follow_the_phase():
     assert by_type("Completed") == {"Ready": False, "Complete": True, "Failed": False}
     assert by_type("Failed") == {"Ready": False, "Complete": False, "Failed": True}
     assert all(c.reason for c in recording_conditions("Pending", "", ""))  # metav1: a reason
+
+
+def test_a_child_fingerprint_ignores_status_and_nulls():
+    child = {
+        "metadata": {
+            "labels": {"a": "1"},
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+        },
+        "spec": {"replicas": 1, "template": {"metadata": {"creationTimestamp": None}}},
+        "status": {"readyReplicas": 1},
+    }
+    same = {**child, "status": {"readyReplicas": 0}, "metadata": {"labels": {"a": "1"}}}
+    same["spec"] = {"replicas": 1, "template": {"metadata": {}}}
+    assert child_fingerprint(child) == child_fingerprint(same)
+    scaled = {**child, "spec": {**child["spec"], "replicas": 0}}
+    assert child_fingerprint(scaled) != child_fingerprint(child)
