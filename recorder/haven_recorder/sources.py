@@ -127,8 +127,12 @@ class PumpFunSource:
             token = resp.json()["token"]
         except (ValueError, KeyError, TypeError) as exc:
             raise SourceError(
-                "JoinFailed", f"pump.fun join answered without a token: {detail}"
+                "JoinFailed",
+                f"pump.fun join answered without a token ({resp.status_code}: {detail})",
             ) from exc
         if not isinstance(token, str) or not token:
-            raise SourceError("NotLive", f"pump.fun gave no token for mint {self.mint_id}")
+            raise SourceError(
+                "NotLive",
+                f"pump.fun gave no token for mint {self.mint_id} ({resp.status_code}: {detail})",
+            )
         return token
