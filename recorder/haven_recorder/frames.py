@@ -149,4 +149,35 @@ def remix(pcm: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(pcm[:, :1], channels, axis=1) if have == 1 else pcm[:, :channels]
 
 
+class StereoDetector:
+    """Tells a stereo source from a mono one decoded as two channels. A mono source's two
+    channels are the same, except where WebRTC conceals a lost packet (its noise differs per
+    channel, briefly); so a source is stereo once its channels have differed clearly
+    (STEREO_DIFFERENCE of their level) in STEREO_FRAMES audible frames in a row. Silence and
+    quiet frames neither count nor break the run."""
+
+    STEREO_DIFFERENCE = 0.1
+    STEREO_FRAMES = 25  # 250 ms of 10 ms frames
+    AUDIBLE = 200  # mean absolute sample value (about -44 dBFS)
+
+    def __init__(self) -> None:
+        self.run = 0
+        self.stereo = False
+
+    def add(self, pcm: np.ndarray) -> bool:
+        """Feed (n, 2) int16 samples; returns whether the source is stereo (for good, once so)."""
+        if self.stereo or pcm.shape[1] < 2 or len(pcm) == 0:
+            return self.stereo
+        left, right = pcm[:, 0].astype(np.int32), pcm[:, 1].astype(np.int32)
+        level = (np.abs(left).mean() + np.abs(right).mean()) / 2
+        if level < self.AUDIBLE:
+            return False
+        if np.abs(left - right).mean() > self.STEREO_DIFFERENCE * level:
+            self.run += 1
+        else:
+            self.run = 0
+        self.stereo = self.run >= self.STEREO_FRAMES
+        return self.stereo
+
+
 Frame = VideoFrame | AudioFrame

@@ -23,7 +23,7 @@ from livekit import rtc
 from . import metrics
 from .clock import AudioClock, VideoClock
 from .fanout import FanOut
-from .frames import AudioFrame, VideoFrame
+from .frames import AudioFrame, StereoDetector, VideoFrame, remix
 from .sources import Source, SourceError
 
 log = logging.getLogger("haven.stream")
@@ -366,11 +366,12 @@ class StreamManager:
 
     async def _read_audio(self, track: rtc.Track, stereo: bool) -> None:
         """Audio at `sample_rate` (the SDK resamples 44.1 kHz and others), in the source's
-        channels: decoded as two, and published as one while both are the same (a mono
-        source decodes to two equal channels) unless the track says it is stereo."""
+        channels: decoded as two, and published as one until the track says it is stereo or
+        its channels clearly differ (see StereoDetector)."""
         stream = rtc.AudioStream(track, sample_rate=self.sample_rate, num_channels=2, capacity=50)
         self.info.sample_rate, self.info.channels = self.sample_rate, 2 if stereo else 1
         clock = AudioClock(self.sample_rate)
+        detector = StereoDetector()
         try:
             async for event in stream:
                 f = event.frame
@@ -379,11 +380,11 @@ class StreamManager:
                 data = bytes(f.data)
                 if not stereo:
                     pcm = np.frombuffer(data, np.int16).reshape(-1, f.num_channels)
-                    if f.num_channels == 1 or np.array_equal(pcm[:, 0], pcm[:, 1]):
-                        data = pcm[:, 0].tobytes()
-                    else:  # the two channels differ: stereo from now on
+                    if detector.add(pcm):  # stereo from now on
                         stereo, self.info.channels = True, 2
                         log.info("the audio track %s is stereo", track.sid)
+                    else:
+                        data = remix(pcm, 1).tobytes()
                 channels = 2 if stereo else 1
                 self.fanout.publish(AudioFrame(data, f.sample_rate, channels, pts))
         finally:
