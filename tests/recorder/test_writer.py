@@ -74,3 +74,39 @@ def test_audio_returns_to_its_timestamps_after_a_clock_step_and_back(tmp_path, s
     after = [o for t, o in pairs if t > 5.5]
     assert during and all(0.015 < sign * o < 0.025 for o in during), pairs
     assert after and all(abs(o) < 0.005 for o in after), pairs
+
+
+@pytest.mark.parametrize(
+    ("source_fps", "max_fps", "expected"), [(60, None, 60), (25, None, 25), (60, 15, 15)]
+)
+def test_the_source_frame_rate_is_kept_unless_max_fps_thins_it(
+    tmp_path, source_fps, max_fps, expected
+):
+    # No guess at part start caps it: each frame keeps its own timestamp.
+    path = tmp_path / "rec.webm"
+    writer = PartWriter(path, "vp9", "low", audio=False, max_width=320, max_fps=max_fps)
+    pattern = ts.VideoPattern()
+    for i in range(3 * source_fps):
+        writer.write_video(VideoFrame(ts.WIDTH, ts.HEIGHT, pattern.i420(i), 1000 + i / source_fps))
+    stats = writer.close()
+    report = analyze(path)
+    assert report.error is None
+    assert abs(report.video_frames - 3 * expected) <= 1, report.video_frames
+    assert stats.frames_written == report.video_frames
+    assert report.duration == pytest.approx(3 - 1 / source_fps, abs=1 / expected)
+
+
+def test_a_picture_of_another_shape_asks_for_a_new_part_and_a_smaller_one_is_scaled(tmp_path):
+    writer = PartWriter(tmp_path / "rec.mp4", "h264", "low", audio=False, max_width=None)
+    pattern, small = ts.VideoPattern(), ts.VideoPattern(640, 360)
+    writer.write_video(VideoFrame(ts.WIDTH, ts.HEIGHT, pattern.i420(0), 1000.0))
+    half = VideoFrame(640, 360, small.i420(1), 1000.04)
+    assert writer.split_reason(half) is None  # the same aspect ratio: scaled into this part
+    writer.write_video(half)
+    portrait = VideoFrame(ts.WIDTH, ts.HEIGHT, pattern.i420(2), 1000.08, rotation=90)
+    assert writer.split_reason(portrait) == "ShapeChanged"
+    later = VideoFrame(ts.WIDTH, ts.HEIGHT, pattern.i420(3), 1000.08 + 10.5)
+    assert writer.split_reason(later) == "Gap"  # away longer than max_gap (10 s)
+    writer.close()
+    report = analyze(tmp_path / "rec.mp4")
+    assert (report.width, report.height) == (1280, 720) and report.counters == [0, 1]
