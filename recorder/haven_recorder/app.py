@@ -30,7 +30,6 @@ from .recording import (
     MAX_DURATION,
     MAX_GAP,
     NAME_MAX,
-    NAME_RE,
     Recordings,
     RecordingSpec,
     SpecConflict,
@@ -61,11 +60,9 @@ class RecordingRequest(BaseModel):
 
     _finite = model_validator(mode="before")(staticmethod(_finite_or_text))
 
-    name: str = Field(
-        description="Unique per pod; the files are named after it (a lowercase DNS name)",
-        min_length=1,
-        max_length=NAME_MAX,
-        pattern=NAME_RE.pattern,
+    name: str = Field(  # checked by RecordingSpec.validate, whose 422 says what a name is
+        description=f"Unique per pod; the files are named after it: a lowercase DNS name "
+        f"(a-z, 0-9, '-', '.') of at most {NAME_MAX} characters",
     )
     format: Literal["av1", "h264", "vp9"] = "av1"
     quality: Literal["low", "medium", "high"] = "medium"
