@@ -3,7 +3,8 @@ children and a status; the operator's RSS and CPU; apiserver requests per LiveSt
 the apiserver's audit log, by the operator's ServiceAccount) and status writes per
 LiveStream per minute with nothing changing; the p50 latency from `kubectl apply` to the
 stream pod created, at idle; and drift repair: from `kubectl delete svc <name>-stream` to the
-Service back, p50.
+Service back, p50; and status writes per live LiveStream per minute with nothing changing
+(livekit-server and the synthetic publisher, a few LiveStreams on one room).
 
     .venv/bin/python bench/livestreams.py --count 200 --count 1000
 
@@ -29,6 +30,9 @@ from common import cpu_seconds, print_table, rss_mb
 from haven_localcluster import release, toolchain
 from haven_localcluster.cluster import LocalCluster
 from haven_localcluster.images import ensure_images
+from haven_localcluster.livekit import LiveKitServer
+from haven_localcluster.process import stop
+from haven_localcluster.publisher import spawn_publisher
 
 OPERATOR_USER = f"system:serviceaccount:{release.NAMESPACE}:haven-operator"
 GROUP, VERSION = "streams.haven.dev", "v1alpha1"
@@ -209,11 +213,74 @@ def drift_repair(cluster: LocalCluster, client, runs: int) -> list[float]:
     return repairs
 
 
+def live_status_writes(cluster: LocalCluster, client, workdir: Path, streams: int) -> float:
+    """Status writes per live LiveStream per minute, over 2 minutes with nothing changing."""
+    namespace = "bench-live"
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    server = LiveKitServer(workdir / "livekit", cluster_address=cluster.network.host_ip)
+    server.start()
+    publisher = spawn_publisher(
+        server.url, server.api_key, server.api_secret, "bench", workdir, "synthetic-publisher"
+    )
+    try:
+        core.create_namespace({"metadata": {"name": namespace}})
+        core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "livekit"},
+                "stringData": {"apiKey": server.api_key, "apiSecret": server.api_secret},
+            },
+        )
+        for i in range(streams):
+            ls = livestream(f"live{i}", False)
+            ls["spec"]["source"] = {
+                "livekit": {
+                    "url": server.cluster_url,
+                    "room": "bench",
+                    "credentialsSecretRef": {"name": "livekit"},
+                }
+            }
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "livestreams", ls)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "livestreams")[
+                "items"
+            ]
+            if sum(1 for i in items if i.get("status", {}).get("phase") == "Live") == streams:
+                break
+            time.sleep(1)
+        else:
+            print("  live status writes: the LiveStreams did not all go Live", flush=True)
+            return float("nan")
+        time.sleep(10)  # settle
+
+        def writes() -> int:
+            with open(cluster.control_plane.audit_log) as f:
+                return sum(
+                    1
+                    for line in f
+                    if (e := json.loads(line))["user"]["username"] == OPERATOR_USER
+                    and e["verb"] == "patch"
+                    and (e.get("objectRef") or {}).get("subresource") == "status"
+                    and (e.get("objectRef") or {}).get("namespace") == namespace
+                )
+
+        w0, t0 = writes(), time.monotonic()
+        time.sleep(120)
+        return (writes() - w0) / streams / ((time.monotonic() - t0) / 60)
+    finally:
+        core.delete_namespace(namespace)
+        stop([publisher])
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, action="append", help="LiveStreams per run")
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--drift-runs", type=int, default=10)
+    parser.add_argument("--live-streams", type=int, default=2, help="0 skips the live figure")
     args = parser.parse_args()
     counts = args.count or [200, 1000]
     images = ensure_images()
@@ -238,6 +305,13 @@ def main() -> None:
                 f"max {max(repairs):.2f} s",
                 flush=True,
             )
+            if args.live_streams:
+                per_minute = live_status_writes(cluster, client, Path(tmp), args.live_streams)
+                print(
+                    f"status writes per live LiveStream per minute, nothing changing "
+                    f"({args.live_streams} streams, 2 min): {per_minute:.2f} (goal <= 2)",
+                    flush=True,
+                )
             rows = [scale_run(cluster, client, n) for n in counts]
             print_table(rows)
         finally:
