@@ -189,7 +189,7 @@ def _video_options(fmt: str, quality: str, fps: int, kbps: int) -> dict[str, str
 def _container_options(fmt: Format) -> dict[str, str]:
     if fmt.container == "mp4":
         return {
-            "movflags": "frag_keyframe+empty_moov+default_base_moof",
+            "movflags": "frag_keyframe+delay_moov+default_base_moof",
             "frag_duration": "1000000",
             "flush_packets": "1",
         }
