@@ -44,7 +44,7 @@ async def test_max_duration_counts_from_the_first_start_across_a_restart(
     args = livekit_args(livekit_server, publisher)
     pod = stream_pod(*args)
     pod.wait_state("live")
-    pod.start_recording(name="capped", format="h264", maxDurationSeconds=8)
+    pod.start_recording(name="capped", format="h264", maxDurationSeconds=20)
     pod.wait_recording("capped", "recording")
     await asyncio.sleep(3)
     pod.kill()
@@ -52,8 +52,8 @@ async def test_max_duration_counts_from_the_first_start_across_a_restart(
     again = stream_pod(*args, recordings=pod.recordings)
     final = again.wait_recording("capped", "completed", timeout=60)
     assert final["reason"] == "MaxDurationReached" and len(final["parts"]) == 2, final
-    # The time the pod was down counts too: the two parts hold at most 8 s between them.
-    assert sum(p["durationSeconds"] for p in final["parts"]) <= 8.1, final["parts"]
+    # The time the pod was down counts too: the two parts hold at most 20 s between them.
+    assert sum(p["durationSeconds"] for p in final["parts"]) <= 20.1, final["parts"]
 
 
 async def test_webm_resumes_into_the_next_free_part_number(livekit_server, publisher, stream_pod):
