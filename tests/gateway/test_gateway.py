@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import subprocess
@@ -127,8 +128,11 @@ async def _proxied(url: str, token: str | None) -> tuple[dict, dict, dict]:
 
 
 async def _closed(url: str, headers: dict | None = None) -> tuple[list, int, str]:
+    messages = []
     async with websockets.connect(url, additional_headers=headers or {}) as ws:
-        messages = [json.loads(m) async for m in ws]
+        with contextlib.suppress(websockets.ConnectionClosed):  # a close other than 1000
+            async for m in ws:
+                messages.append(json.loads(m))
     return messages, ws.close_code, ws.close_reason
 
 

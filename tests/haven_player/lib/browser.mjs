@@ -48,7 +48,8 @@ export function makeBrowser({ gateway, token, origin, pageURL = `${BACKEND}/` })
     const u = new URL(url);
     if (u.origin === BACKEND || u.origin === 'ws://localhost:8000') {
       u.protocol = u.protocol.startsWith('ws') ? gatewayURL.protocol.replace('http', 'ws') : gatewayURL.protocol;
-      u.host = gatewayURL.host;
+      u.hostname = gatewayURL.hostname;
+      u.port = gatewayURL.port; // '' for the scheme's default
     }
     return u;
   }
