@@ -75,7 +75,7 @@ def main() -> None:
     if not a.stop_only:
         per_format(a)
     print("\nstop latency, encoder slower than realtime (3840x2160 at 30 fps, high quality):")
-    print_table([asyncio.run(stop_latency(fmt, 3840, 2160, 8)) for fmt in a.formats])
+    print_table([asyncio.run(stop_latency(fmt, 3840, 2160, 5)) for fmt in a.formats])
 
 
 def per_format(a: argparse.Namespace) -> None:

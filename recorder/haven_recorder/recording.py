@@ -11,7 +11,8 @@ AUDIO_QUEUE_BYTES), so an encoder that falls behind loses video first; the drops
 per kind, and the recording says `degraded` (reason `EncoderBehind`) while it is losing frames.
 
 Stop means stop: the recording takes no frame from the moment `stop` is called, writes what
-was queued before it for at most STOP_DRAIN_SECONDS, drops the rest, and finalizes the part.
+was queued before it for at most STOP_DRAIN_SECONDS, then drops the queued video and writes
+the queued audio for at most AUDIO_DRAIN_SECONDS more, drops the rest, and finalizes the part.
 A stream that was away longer than `maxGapSeconds`, or a picture of another shape, starts a
 new part; `maxDuration` ends the recording on a timer, whether frames arrive or not.
 """
@@ -52,7 +53,8 @@ RESERVE_FILE, RESERVE_BYTES = ".reserve", 256 * 1024
 VIDEO_QUEUE_BYTES = 48 << 20  # about 1 s of 1080p30 I420, 2 s of 720p30
 AUDIO_QUEUE_BYTES = 2 << 20  # about 10 s of 48 kHz stereo
 QUEUE_FRAMES = 4096  # per kind; the byte bounds are the ones that bite
-STOP_DRAIN_SECONDS = 1.0  # a stop writes what was queued before it for at most this long
+STOP_DRAIN_SECONDS = 1.0  # a stop writes what was queued before it for at most this long,
+AUDIO_DRAIN_SECONDS = 0.5  # then drops the queued video and writes queued audio this long more
 DEGRADED_SECONDS = 10.0  # degraded while frames were dropped this recently
 PERSIST_EVERY = 5.0  # seconds between progress writes to the state file
 MAX_DURATION = 31 * 86400.0  # seconds
@@ -398,6 +400,23 @@ class Recording:
             self._bad[0 if is_video else 1] += 1
             log.warning("recording %s skipped a frame: %s", self.spec.name, exc)
 
+    def _late(self, frame: Frame, now: float) -> str:
+        """What becomes of `frame` once a stop's drain time is over: video is dropped
+        ("skip") with all queued video, audio (cheap) is still written ("write") for
+        AUDIO_DRAIN_SECONDS more, and after that everything queued is dropped ("end")."""
+        assert self._sub is not None and self._drain_until is not None
+        queue, is_video = self._sub.queue, isinstance(frame, VideoFrame)
+        if now > self._drain_until + AUDIO_DRAIN_SECONDS:
+            (queue.video if is_video else queue.audio).dropped += 1
+            left = queue.close(discard=True)
+            log.warning("recording %s stopped with %d frames unwritten", self.spec.name, left + 1)
+            return "end"
+        dropped = queue.video.clear() + is_video
+        queue.video.dropped += is_video
+        if dropped:
+            log.warning("recording %s dropped %d queued pictures", self.spec.name, dropped)
+        return "skip" if is_video else "write"
+
     async def _roll(self, why: str) -> None:
         """End the current part and start the next."""
         assert self._writer is not None
@@ -424,11 +443,11 @@ class Recording:
         try:
             async for frame in self._sub:
                 if self._drain_until is not None and loop.time() > self._drain_until:
-                    kind = self._sub.queue.video if isinstance(frame, VideoFrame) else None
-                    (kind or self._sub.queue.audio).dropped += 1  # this one is not written
-                    left = self._sub.queue.close(discard=True)
-                    log.warning("recording %s dropped %d queued frames", self.spec.name, left)
-                    break
+                    late = self._late(frame, loop.time())
+                    if late == "end":
+                        break
+                    if late == "skip":
+                        continue
                 if isinstance(frame, AudioFrame):
                     self._channels = frame.channels
                 if why := self._writer.split_reason(frame):
