@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import av
 import simplejpeg
 
 from . import metrics, wsprotocol
@@ -169,9 +170,14 @@ class ViewerHub:
                 if not self.viewers or frame.pts < next_due:
                     continue
                 next_due = max(next_due + interval, frame.pts + interval / 2)
-                jpeg, width, height = await loop.run_in_executor(
-                    self._executor, encode_jpeg, frame, self.max_width, self.jpeg_quality
-                )
+                try:
+                    jpeg, width, height = await loop.run_in_executor(
+                        self._executor, encode_jpeg, frame, self.max_width, self.jpeg_quality
+                    )
+                except (ValueError, av.error.FFmpegError) as exc:  # a bad frame is skipped
+                    log.warning("viewer: skipped a %dx%d frame: %s", frame.width, frame.height, exc)
+                    metrics.FRAMES_DROPPED.labels(handler="viewer").inc()
+                    continue
                 text = json.dumps(
                     {
                         "type": "video_frame",
