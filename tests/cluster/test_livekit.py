@@ -25,8 +25,8 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
             track = await asyncio.wait_for(tracks.get(), timeout=30)
             by_kind[track.kind] = track
 
-        async def video() -> tuple[list[int | None], list[int], tuple[int, int]]:
-            counters, flashes = [], []
+        async def video() -> tuple[list[int | None], list[int], list[int], tuple[int, int]]:
+            counters, flashes, times = [], [], []
             stream = rtc.VideoStream(
                 by_kind[rtc.TrackKind.KIND_VIDEO], format=rtc.VideoBufferType.I420
             )
@@ -36,6 +36,7 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
                     f.height, f.width
                 )
                 counters.append(ts.decode_counter(luma))
+                times.append(event.timestamp_us)
                 if ts.frame_is_flash(luma):
                     flashes.append(counters[-1])
                 # 5 s of frames, and two flashes seen: the publisher's VP8 encoder drops some
@@ -43,7 +44,7 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
                 if len(counters) >= 5 * ts.FPS and len(flashes) >= 2:
                     break
             await stream.aclose()
-            return counters, flashes, (f.width, f.height)
+            return counters, flashes, times, (f.width, f.height)
 
         async def audio() -> np.ndarray:
             chunks, total = [], 0
@@ -59,7 +60,7 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
             await stream.aclose()
             return np.concatenate(chunks)
 
-        (counters, flashes, size), samples = await asyncio.wait_for(
+        (counters, flashes, times, size), samples = await asyncio.wait_for(
             asyncio.gather(video(), audio()), timeout=120
         )
     finally:
@@ -69,8 +70,12 @@ async def test_subscriber_receives_the_publishers_frames_and_tones(livekit_serve
     decoded = [c for c in counters if c is not None]
     assert len(decoded) >= 0.95 * len(counters), counters
     assert decoded == sorted(decoded) and len(set(decoded)) == len(decoded), decoded
-    # Frames arrive at the publisher's rate: few are lost between consecutive counters.
-    assert decoded[-1] - decoded[0] <= 1.1 * len(decoded), decoded
+    # Frames keep the publisher's timing: their WebRTC timestamps are as far apart as their
+    # counters say. (A subscriber that cannot keep up loses frames in the SDK's native queue:
+    # on a busy machine that is this test's Python, so lost frames alone prove nothing.)
+    readable = [(t, c) for t, c in zip(times, counters, strict=True) if c is not None]
+    (t0, c0), (t1, c1) = readable[0], readable[-1]
+    assert abs((t1 - t0) / 1e6 - (c1 - c0) / ts.FPS) <= 0.1, (t0, c0, t1, c1)
     # Every white frame is a flash frame, and every flash frame that arrived is white.
     assert all(c is not None and ts.is_flash(c) for c in flashes), flashes
     assert set(flashes) == {c for c in decoded if ts.is_flash(c)}, (flashes, decoded)
