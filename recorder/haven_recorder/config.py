@@ -78,7 +78,11 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
     p.add_argument("--jpeg-quality", type=int, default=int(e("JPEG_QUALITY", "75")))
     p.add_argument("--audio", type=_bool, default=_bool(e("AUDIO", "true")))
     p.add_argument(
-        "--audio-channels", type=int, choices=[1, 2], default=int(e("AUDIO_CHANNELS", "1"))
+        "--audio-channels",
+        type=int,
+        choices=[1, 2],
+        default=int(e("AUDIO_CHANNELS", "1")),
+        help="channels viewers get; recordings keep the source's",
     )
     p.add_argument("--recordings-dir", type=Path, default=Path(e("RECORDINGS_DIR", "/recordings")))
     p.add_argument(
