@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import kubernetes
@@ -155,11 +155,15 @@ def start_publisher(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[C
     """Start a synthetic publisher in a room; every one started is stopped after the test."""
     procs: list[Proc] = []
 
-    def start(room: str, identity: str = "synthetic-publisher") -> Proc:
+    def start(
+        room: str, identity: str = "synthetic-publisher", options: Sequence[str] = ()
+    ) -> Proc:
+        """`options` are more publisher flags, such as `--width 720 --height 405`."""
         server = livekit_server
         proc = spawn_publisher(
-            server.url, server.api_key, server.api_secret, room, tmp_path, identity
-        )
+            server.url, server.api_key, server.api_secret, room, tmp_path, identity,
+            options=options,
+        )  # fmt: skip
         procs.append(proc)
         return proc
 

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +25,6 @@ import pytest
 import websockets
 
 from haven_localcluster.mediacheck import analyze
-from haven_localcluster.process import stop
-from haven_localcluster.publisher import spawn_publisher
 
 from .conftest import decode_video_message, livekit_args
 
@@ -58,22 +56,15 @@ def viewer_size(width: int, height: int) -> tuple[int, int]:
 
 
 @pytest.fixture
-def publish(livekit_server, tmp_path) -> Iterator:
+def publish(start_publisher) -> Callable[[list[str]], str]:
     """Start a synthetic publisher with flags in a room of its own; returns the room."""
-    procs = []
 
     def start(flags: list[str]) -> str:
         room = f"room-{uuid.uuid4().hex[:8]}"
-        server = livekit_server
-        procs.append(
-            spawn_publisher(
-                server.url, server.api_key, server.api_secret, room, tmp_path, options=flags
-            )
-        )
+        start_publisher(room, options=flags)
         return room
 
-    yield start
-    stop(procs)
+    return start
 
 
 async def watch(url: str, videos: int) -> tuple[list[tuple[int | None, int, int]], list[dict]]:
