@@ -1,5 +1,8 @@
 """The stream pod (`python -m haven_recorder`) as a local process, with a small client for its
-control API: used by the tests, the benchmarks and the demo."""
+control API: used by the tests, the benchmarks and the demo.
+
+The pod listens on two ports: `port` for viewers (`viewer_url`, `ws_url`: the page and
+/stream) and `control_port` for the control API and /metrics (`url`, `http`)."""
 
 from __future__ import annotations
 
@@ -25,30 +28,49 @@ def livekit_args(server: LiveKitServer, room: str) -> list[str]:
 
 
 class StreamPod:
-    def __init__(self, args: list[str], recordings: Path, log_dir: Path) -> None:
+    def __init__(
+        self, args: list[str], recordings: Path, log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.args = args
+        self.env = env or {}  # HAVEN_* variables, as the operator passes secrets
         self.recordings = recordings
         self.log_dir = log_dir
         self.token = secrets.token_hex(16)
-        self.port = 0
+        self.port = 0  # viewers
+        self.control_port = 0
         self.proc: Proc | None = None
 
     @property
     def url(self) -> str:
+        """The control API (and /metrics)."""
+        return f"http://127.0.0.1:{self.control_port}"
+
+    @property
+    def viewer_url(self) -> str:
+        """The viewer page and /stream."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/stream"
 
+    @property
+    def log_path(self) -> Path:
+        """Everything the process wrote (stdout and stderr)."""
+        assert self.proc is not None
+        return self.proc.log
+
     def start(self) -> StreamPod:
-        self.port = free_port()
+        self.port, self.control_port = free_port(), free_port()
+        while self.control_port == self.port:
+            self.control_port = free_port()
         argv = [
             sys.executable, "-m", "haven_recorder", *self.args, "--port", str(self.port),
+            "--control-port", str(self.control_port),
             "--recordings-dir", str(self.recordings), "--control-token", self.token,
             "--log-format", "text",
         ]  # fmt: skip
-        self.proc = spawn("stream-pod", argv, self.log_dir)
+        self.proc = spawn("stream-pod", argv, self.log_dir, env=self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.alive(), self.proc.log_tail()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 
@@ -30,22 +31,34 @@ def listen(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse(argv)
-    logs.setup(settings.log_level, settings.log_format)
+    logs.setup(settings.log_level, settings.log_format, secrets=settings.secrets())
+    # Fail closed: an open control API is for a loopback bind (a developer's machine) only.
+    if why := settings.control_open():
+        print(f"haven-recorder: {why}", file=sys.stderr)
+        return 2
     try:
-        app = create_app(settings)
-    except ValueError as exc:
+        viewer_socket = listen(settings.host, settings.port)
+        control_socket = listen(settings.host, settings.control_port)
+        app = create_app(settings, control_port=control_socket.getsockname()[1])
+    except (ValueError, OSError) as exc:
         print(f"haven-recorder: {exc}", file=sys.stderr)
         return 2
+    logging.getLogger("haven.pod").info(
+        "viewers on %s:%d, control API and metrics on %s:%d; %r",
+        settings.host, viewer_socket.getsockname()[1],
+        settings.host, control_socket.getsockname()[1], settings,
+    )  # fmt: skip
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
+        # Both sockets get it; only the viewer app accepts WebSockets (/stream).
         ws=FrameWritingProtocol,  # media frames are built once and written to every viewer
         ws_per_message_deflate=False,  # JPEG and PCM do not compress; deflate cost CPU per viewer
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run(sockets=[listen(settings.host, settings.port)])
+    uvicorn.Server(config).run(sockets=[viewer_socket, control_socket])
     return 0
 
 

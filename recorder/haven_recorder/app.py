@@ -1,8 +1,15 @@
-"""The stream pod's HTTP server: the control API the operator calls, health and metrics, the
-viewer WebSocket and the viewer page.
+"""The stream pod's HTTP server, on two ports of one uvicorn server (one process, one event
+loop, one lifespan):
 
-Control endpoints need `Authorization: Bearer <control token>` when one is configured. The
-viewer WebSocket and page take an optional viewer token (`?token=`).
+- the viewer port (`--port`, 8080): the viewer page, the `/stream` WebSocket, `/healthz` and
+  `/readyz`. Nothing else: this is the port a Service or Ingress exposes to viewers.
+- the control port (`--control-port`, 8081): the control API the operator and the gateway call
+  (`Authorization: Bearer <control token>`), `/metrics`, `/healthz`, `/readyz`, the OpenAPI
+  schema, and `POST /debug/tasks/{task}/cancel`.
+
+`PodServer` routes each connection by the local port it arrived on. The viewer WebSocket and
+page take an optional viewer token (`?token=`). With no control token the control API serves
+only on a loopback bind (see Settings.control_open; `__main__` refuses to start otherwise).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import wsprotocol
 from .config import Settings
 from .fanout import FanOut
+from .health import Health, contained
 from .manager import StreamManager
 from .recording import (
     MAX_DURATION,
@@ -90,6 +98,29 @@ class RecordingRequest(BaseModel):
         )
 
 
+# What viewers read in a status message, per reason: fixed text, never a raw error string
+# (those can hold the LiveKit URL, the room, or what an upstream API answered).
+VIEWER_MESSAGES = {
+    "Starting": "starting",
+    "Connecting": "connecting to the stream",
+    "Reconnecting": "reconnecting to the stream",
+    "SignalReconnecting": "reconnecting to the stream",
+    "Disconnected": "the connection dropped; reconnecting",
+    "Live": "live",
+    "NoPublisher": "waiting for the stream to start",
+    "PublisherLeft": "the streamer left; waiting for them to return",
+    "VideoUnpublished": "the streamer stopped their video",
+    "NotLive": "the stream is not live",
+    "ConnectFailed": "cannot reach the stream; retrying",
+    "JoinAPIUnreachable": "cannot reach the stream; retrying",
+    "JoinForbidden": "the stream refused the connection; retrying",
+    "JoinFailed": "cannot join the stream; retrying",
+    "TokenFailed": "cannot join the stream; retrying",
+    "Error": "the stream hit an error; retrying",
+    "Stopped": "stopped",
+}
+
+
 class Pod:
     """Everything one stream pod runs, wired together."""
 
@@ -118,9 +149,12 @@ class Pod:
             max_recordings=settings.max_recordings,
             channels=lambda: self.manager.info.channels or 1,
         )
+        self.health = Health()
+        self.manager.health = self.health  # it watches its track readers
         self._tasks: list[asyncio.Task] = []
 
     def status(self) -> dict:
+        """The full status, for the control API."""
         return {
             **self.manager.info.as_dict(),
             "source": self.manager.source.describe(),
@@ -131,30 +165,62 @@ class Pod:
                 s.name: {"delivered": s.delivered, "dropped": s.dropped, "queued": len(s.queue)}
                 for s in self.fanout.subscriptions
             },
+            "healthy": self.health.ok,
+            "taskFailures": [f.as_dict() for f in self.health.failures],
+        }
+
+    def viewer_status(self) -> dict:
+        """The reduced status viewers get: state, a reason word and fixed text, the picture and
+        sound, the viewer count. No LiveKit URL or room, no source, no raw error strings."""
+        info = self.manager.info
+        return {
+            "state": info.state.value,
+            "participant": info.participant,
+            "video": {"width": info.width, "height": info.height, "fps": round(info.fps, 2)},
+            "audio": {"sampleRate": info.sample_rate, "channels": info.channels},
+            "reason": info.reason,
+            "message": VIEWER_MESSAGES.get(info.reason, ""),
+            "viewers": len(self.hub.viewers),
+            "maxViewers": self.hub.max_viewers,
         }
 
     def status_message(self) -> str:
-        return json.dumps({"type": "status", **self.status()})
+        return json.dumps({"type": "status", **self.viewer_status()})
+
+    def watch_recordings(self) -> None:
+        """Watch every running recording's task (a recording may end by finishing)."""
+        for rec in self.recordings.items.values():
+            task = rec._task  # set by Recording.start
+            if task is not None and not task.done() and task.get_name() not in self.health.tasks:
+                self.health.watch(task, "recording", may_return=True)
 
     async def start(self) -> None:
         self.settings.recordings_dir.mkdir(parents=True, exist_ok=True)
         resumed = await self.recordings.resume()
         if resumed:
             log.info("resuming recordings %s", resumed)
-        self.hub.start()
+        self.watch_recordings()
+        for task in self.hub.start():
+            self.health.watch(task, task.get_name())
         self._tasks.append(asyncio.create_task(self.manager.run(), name="stream-manager"))
         self._tasks.append(asyncio.create_task(self._forward_status(), name="status"))
+        for task in self._tasks:
+            self.health.watch(task, task.get_name())
 
     async def _forward_status(self) -> None:
         queue = self.manager.listen()
         try:
             while True:
                 await queue.get()
-                self.hub.broadcast(self.status_message())
+                try:
+                    self.hub.broadcast(self.status_message())
+                except Exception as exc:
+                    contained("status", exc, "sending a status message to viewers failed")
         finally:
             self.manager.unlisten(queue)
 
     async def stop(self) -> None:
+        self.health.stopping = True  # tasks end from here on, as they should
         await self.recordings.suspend_all()  # finalize open parts; they resume in the next pod
         await self.manager.stop()
         await self.hub.stop()
@@ -163,14 +229,36 @@ class Pod:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def ready(self) -> bool:
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        """Started, and no core task has died (see health.py)."""
+        return bool(self._tasks) and self.health.ok
 
 
 def _token_matches(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def create_app(settings: Settings) -> FastAPI:
+class PodServer:
+    """The ASGI app of both ports: a connection is served by the control app when it arrived on
+    a control port (its local port, `scope["server"]`), by the viewer app otherwise, so a
+    connection whose port is unknown never reaches the control API. The lifespan (the Pod's
+    start and stop) is the control app's."""
+
+    def __init__(self, pod: Pod, viewer: FastAPI, control: FastAPI, control_port: int) -> None:
+        self.pod, self.viewer, self.control = pod, viewer, control
+        self.control_ports = {control_port}
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self.control(scope, receive, send)
+            return
+        server = scope.get("server") or (None, None)
+        app = self.control if server[1] in self.control_ports else self.viewer
+        await app(scope, receive, send)
+
+
+def create_app(settings: Settings, control_port: int | None = None) -> PodServer:
+    """Both apps over one Pod. `control_port`: the port the control socket is bound to (when
+    --control-port 0 asked for any free one), else `settings.control_port`."""
     pod = Pod(settings)
 
     @asynccontextmanager
@@ -179,11 +267,35 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         await pod.stop()
 
-    app = FastAPI(title="Haven stream pod", version="v1alpha1", lifespan=lifespan)
-    app.state.pod = pod
+    control = FastAPI(title="Haven stream pod: control API", version="v1alpha1", lifespan=lifespan)
+    viewer = FastAPI(
+        title="Haven stream pod: viewers", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    for app in (control, viewer):
+        app.state.pod = pod
+    _health_routes(control, pod)
+    _health_routes(viewer, pod)
+    _control_routes(control, pod, settings)
+    _viewer_routes(viewer, pod, settings)
+    return PodServer(pod, viewer, control, control_port or settings.control_port)
 
+
+def _health_routes(app: FastAPI, pod: Pod) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        # Liveness: a stream pod one of whose core tasks died is restarted (see health.py).
+        ok = pod.ready()
+        return JSONResponse({"ok": ok}, 200 if ok else 503)
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ok = pod.ready()
+        return JSONResponse({"ready": ok, "state": pod.manager.info.state}, 200 if ok else 503)
+
+
+def _control_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
     def control(authorization: Annotated[str | None, Header()] = None) -> None:
-        if settings.control_token is None:
+        if settings.control_token is None:  # only ever on a loopback bind (control_open)
             return
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not _token_matches(token, settings.control_token):
@@ -192,17 +304,6 @@ def create_app(settings: Settings) -> FastAPI:
             )
 
     Control = Depends(control)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> JSONResponse:
-        # Liveness: a stream pod whose connection loop or viewer tasks died is restarted.
-        ok = pod.ready()
-        return JSONResponse({"ok": ok}, 200 if ok else 503)
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        ok = pod.ready()
-        return JSONResponse({"ready": ok, "state": pod.manager.info.state}, 200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:
@@ -230,6 +331,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(429, str(exc)) from exc
         except SpecError as exc:
             raise HTTPException(422, str(exc)) from exc
+        pod.watch_recordings()
         return JSONResponse(rec.to_json(), status_code=201 if created else 200)
 
     @app.get("/recordings/{name}", dependencies=[Control])
@@ -246,6 +348,24 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, f"no recording named {name!r}")
         return await rec.stop()
 
+    # Left out of the schema (so a fuzzer never calls it): ends one of the pod's core tasks
+    # as a crash would, so the liveness path (the failure counted, /healthz 503, the kubelet
+    # restarting the pod) can be exercised on a real pod; see docs/stream-pod.md.
+    @app.get("/debug/tasks", dependencies=[Control], include_in_schema=False)
+    async def list_tasks() -> dict:
+        return {"tasks": sorted(pod.health.tasks), "failures": pod.status()["taskFailures"]}
+
+    @app.post("/debug/tasks/{task}/cancel", dependencies=[Control], include_in_schema=False)
+    async def cancel_task(task: str) -> JSONResponse:
+        running = pod.health.tasks.get(task)
+        if running is None:
+            raise HTTPException(404, f"no running core task {task!r}; GET /debug/tasks lists them")
+        log.warning("cancelling core task %s on request (POST /debug/tasks/.../cancel)", task)
+        running.cancel()
+        return JSONResponse({"cancelled": task}, status_code=202)
+
+
+def _viewer_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(token: str | None = None) -> HTMLResponse:
         if settings.viewer_token and not _token_matches(token, settings.viewer_token):
@@ -299,5 +419,3 @@ def create_app(settings: Settings) -> FastAPI:
             ):
                 await asyncio.gather(*tasks, return_exceptions=True)
             hub.remove(viewer)
-
-    return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,8 +12,22 @@ from pathlib import Path
 
 from .sources import PUMPFUN_API_URL, PUMPFUN_LIVEKIT_URL, LiveKitSource, PumpFunSource, Source
 
+# Fields that hold a secret: never shown by `repr` (or anything that logs a Settings).
+SECRET_FIELDS = ("api_secret", "token", "control_token", "viewer_token")
+REDACTED = "<redacted>"
 
-@dataclass(frozen=True)
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     source: str
     mint_id: str | None
@@ -35,8 +51,32 @@ class Settings:
     viewer_token: str | None
     host: str
     port: int
+    control_port: int
     log_level: str
     log_format: str
+
+    def __repr__(self) -> str:
+        fields = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            shown = REDACTED if f.name in SECRET_FIELDS and value is not None else repr(value)
+            fields.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(fields)})"
+
+    def secrets(self) -> list[str]:
+        """Every secret value this pod was given (for the log redactor)."""
+        return [v for v in (getattr(self, n) for n in SECRET_FIELDS) if v]
+
+    def control_open(self) -> str | None:
+        """Why the control API may not serve as configured, or None: with no control token it
+        would be open to anyone who reaches its port, so that is allowed on loopback only."""
+        if self.control_token is None and not is_loopback(self.host):
+            return (
+                f"no control token (--control-token or HAVEN_CONTROL_TOKEN) and --host "
+                f"{self.host} is not a loopback address: refusing to serve the control API "
+                f"(port {self.control_port}) to the network without authentication"
+            )
+        return None
 
     def make_source(self) -> Source:
         if self.source == "pumpfun":
@@ -94,7 +134,19 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
     p.add_argument("--control-token", default=e("CONTROL_TOKEN"))
     p.add_argument("--viewer-token", default=e("VIEWER_TOKEN"))
     p.add_argument("--host", default=e("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(e("PORT", "8080")))
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(e("PORT", "8080")),
+        help="viewer port: the page, /stream, /healthz and /readyz",
+    )
+    p.add_argument(
+        "--control-port",
+        type=int,
+        default=int(e("CONTROL_PORT", "8081")),
+        help="control port: /status, /formats, /recordings (control token), /metrics, "
+        "/healthz and /readyz",
+    )
     p.add_argument("--log-level", default=e("LOG_LEVEL", "info"))
     p.add_argument("--log-format", choices=["json", "text"], default=e("LOG_FORMAT", "json"))
     a = p.parse_args(argv)
@@ -106,4 +158,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
         p.error("--max-recordings must be >= 0")
     if a.max_viewers < 0:
         p.error("--max-viewers must be >= 0")
+    if a.port == a.control_port and a.port != 0:
+        p.error("--port and --control-port must differ")
+    for name in SECRET_FIELDS:  # an empty secret (an empty env variable) is no secret
+        if getattr(a, name) == "":
+            setattr(a, name, None)
     return Settings(**vars(a))

@@ -24,6 +24,7 @@ from . import metrics
 from .clock import AudioClock, VideoClock
 from .fanout import FanOut
 from .frames import AudioFrame, StereoDetector, VideoFrame, remix
+from .health import Health
 from .sources import Source, SourceError
 
 log = logging.getLogger("haven.stream")
@@ -114,6 +115,8 @@ class StreamManager:
         # Receive-side delay of each kind (seconds), from WebRTC's jitter-buffer statistics;
         # the clocks (see clock.py) subtract it so audio and video share one timeline.
         self.receive_delay: dict[int, float] = {}
+        # The pod's liveness (health.py): a track reader that raises makes the pod unhealthy.
+        self.health: Health | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -157,6 +160,9 @@ class StreamManager:
                 token = await self.source.token()
             except SourceError as exc:
                 self._set_state(StreamState.OFFLINE, exc.reason, exc.message)
+            except Exception as exc:  # e.g. httpx.InvalidURL for a bad join API URL: retry
+                log.exception("getting a token for %s failed", self.source.describe())
+                self._set_state(StreamState.OFFLINE, "TokenFailed", repr(exc)[:300])
             else:
                 try:
                     await self._session(token)
@@ -278,7 +284,12 @@ class StreamManager:
             reader = self._read_audio(track, stereo=TF_STEREO in pub.audio_features)
         else:
             return
-        self._readers[track.sid] = asyncio.create_task(self._with_delay_stats(track, reader))
+        task = asyncio.create_task(
+            self._with_delay_stats(track, reader), name=f"reader-{track.sid}"
+        )
+        if self.health is not None:  # it is cancelled when its track goes; it must not raise
+            self.health.watch(task, "track-reader", may_return=True, may_cancel=True)
+        self._readers[track.sid] = task
 
     def _on_track_gone(
         self, track: rtc.Track, pub: rtc.RemoteTrackPublication, participant

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the stream pod, served at GET /metrics."""
+"""Prometheus metrics of the stream pod, served at GET /metrics on the control port."""
 
 from __future__ import annotations
 
@@ -23,4 +23,14 @@ STREAM_STATE = Enum(
     "haven_stream_state",
     "Connection state of the stream",
     states=["connecting", "live", "offline", "reconnecting", "stopped"],
+)
+TASK_FAILURES = Counter(
+    "haven_pod_task_failures",  # exposed as haven_pod_task_failures_total
+    "Core tasks that died (the pod's /healthz then fails and the kubelet restarts it)",
+    ["task"],
+)
+LOOP_ERRORS = Counter(
+    "haven_pod_loop_errors",  # exposed as haven_pod_loop_errors_total
+    "Errors a core loop caught, logged and carried on from (the item was skipped)",
+    ["loop"],
 )

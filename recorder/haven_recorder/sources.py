@@ -58,8 +58,8 @@ class LiveKitSource:
     url: str
     room: str
     api_key: str | None = None
-    api_secret: str | None = None
-    fixed_token: str | None = None
+    api_secret: str | None = field(default=None, repr=False)  # secrets: never in a repr
+    fixed_token: str | None = field(default=None, repr=False)
     identity: str = field(
         default_factory=lambda: f"haven-{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     )

@@ -32,6 +32,7 @@ import simplejpeg
 from . import metrics, wsprotocol
 from .fanout import DropOldestQueue, FanOut
 from .frames import AudioFrame, VideoFrame, remix
+from .health import contained
 
 log = logging.getLogger("haven.viewer")
 
@@ -95,7 +96,18 @@ class Viewer:
     def offer(self, message: Message | str) -> None:
         if isinstance(message, Message):
             if self.send_frame is not None:
-                sent = self.send_frame(message.binary_frame if self.binary else message.text_frame)
+                try:
+                    sent = self.send_frame(
+                        message.binary_frame if self.binary else message.text_frame
+                    )
+                except Exception as exc:  # e.g. a uvicorn upgrade changed what wsprotocol reads
+                    contained(
+                        "viewer-send",
+                        exc,
+                        "writing a pre-built frame failed; this viewer falls back to the ASGI path",
+                    )
+                    self.send_frame = None
+                    sent = self.queue.put(message.binary if self.binary else message.text)
             else:
                 sent = self.queue.put(message.binary if self.binary else message.text)
         else:
@@ -129,10 +141,12 @@ class ViewerHub:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
         self._tasks: list[asyncio.Task] = []
 
-    def start(self) -> None:
+    def start(self) -> list[asyncio.Task]:
+        """Start the viewer loops; returns their tasks (the pod's health watches them)."""
         self._tasks.append(asyncio.create_task(self._video_loop(), name="viewer-video"))
         if self.audio:
             self._tasks.append(asyncio.create_task(self._audio_loop(), name="viewer-audio"))
+        return list(self._tasks)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -156,8 +170,11 @@ class ViewerHub:
             self.broadcast(self.status())
 
     def broadcast(self, message: Message | str) -> None:
-        for viewer in self.viewers:
-            viewer.offer(message)
+        for viewer in list(self.viewers):
+            try:
+                viewer.offer(message)
+            except Exception as exc:  # one viewer's failure is not the others'
+                contained("viewer-send", exc, "offering a message to a viewer failed")
 
     async def _video_loop(self) -> None:
         # Only the newest frame matters: the queue holds one, so a slow encode skips frames.
@@ -176,6 +193,15 @@ class ViewerHub:
                     )
                 except (ValueError, av.error.FFmpegError) as exc:  # a bad frame is skipped
                     log.warning("viewer: skipped a %dx%d frame: %s", frame.width, frame.height, exc)
+                    metrics.FRAMES_DROPPED.labels(handler="viewer").inc()
+                    continue
+                except Exception as exc:  # anything else too, with its traceback
+                    contained(
+                        "viewer-video",
+                        exc,
+                        f"encoding a {frame.width}x{frame.height} frame "
+                        f"(rotation {frame.rotation}) failed",
+                    )
                     metrics.FRAMES_DROPPED.labels(handler="viewer").inc()
                     continue
                 text = json.dumps(
@@ -208,7 +234,17 @@ class ViewerHub:
                 if sum(c.duration for c in chunks) + 1e-6 < AUDIO_CHUNK_SECONDS:
                     continue
                 first = chunks[0]
-                pcm = b"".join(remix(c.pcm(), channels).tobytes() for c in chunks)
+                try:
+                    pcm = b"".join(remix(c.pcm(), channels).tobytes() for c in chunks)
+                except Exception as exc:  # a chunk it cannot remix is skipped
+                    contained(
+                        "viewer-audio",
+                        exc,
+                        f"remixing {len(chunks)} audio frames ({first.sample_rate} Hz, "
+                        f"{first.channels} channels) to {channels} channels failed",
+                    )
+                    chunks.clear()
+                    continue
                 chunks.clear()
                 text = json.dumps(
                     {

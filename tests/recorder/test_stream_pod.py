@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import websockets
 from livekit import api
@@ -397,8 +398,9 @@ async def test_viewer_token_guards_the_websocket_and_the_page(
     assert refused.value.response.status_code == 403
     async with websockets.connect(pod.ws_url + "?token=let-me-in") as ws:
         assert json.loads(await ws.recv())["type"] == "status"
-    assert pod.http("GET", "/").status_code == 401
-    assert pod.http("GET", "/?token=let-me-in").status_code == 200
+    async with httpx.AsyncClient(base_url=pod.viewer_url) as viewer_port:  # the page's port
+        assert (await viewer_port.get("/")).status_code == 401
+        assert (await viewer_port.get("/?token=let-me-in")).status_code == 200
 
 
 async def test_each_frame_is_jpeg_encoded_once_whatever_the_viewer_count(

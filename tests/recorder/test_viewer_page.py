@@ -38,7 +38,7 @@ def test_viewer_page_draws_the_stream_and_shows_its_status(livekit_server, publi
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page()
-            page.goto(pod.url + "/")
+            page.goto(pod.viewer_url + "/")
             page.wait_for_function("Number(document.getElementById('frames').textContent) > 10")
             first = canvas_counter(page)
             page.wait_for_timeout(1000)
