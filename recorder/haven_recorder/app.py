@@ -221,7 +221,13 @@ class Pod:
 
     async def stop(self) -> None:
         self.health.stopping = True  # tasks end from here on, as they should
-        await self.recordings.suspend_all()  # finalize open parts; they resume in the next pod
+        try:
+            await self.recordings.suspend_all()  # finalize open parts; the next pod resumes them
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this stop is cancelled, not a recording's dead task
+            log.error("a recording's task had died before the pod stopped; stopping the rest")
         await self.manager.stop()
         await self.hub.stop()
         for task in self._tasks:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,18 +20,16 @@ import numpy as np
 from livekit import rtc
 
 from . import metrics
-from .clock import AudioClock, VideoClock
+from .clock import AudioClock, DelayEstimate, VideoClock
 from .fanout import FanOut
 from .frames import AudioFrame, StereoDetector, VideoFrame, remix
-from .health import Health
+from .health import Health, contained
 from .sources import Source, SourceError
 
 log = logging.getLogger("haven.stream")
 
-# The jitter-buffer delay is read this often; the median of the last few readings follows
-# its adaptation within about a second and ignores the odd reading around a stall.
+# The jitter-buffer delay is read this often (see clock.DelayEstimate).
 STATS_INTERVAL = 0.25  # seconds
-STATS_MEDIAN_OF = 5
 # Degrees clockwise a received picture must be turned to stand upright.
 ROTATION_DEGREES = {
     rtc.VideoRotation.VIDEO_ROTATION_0: 0,
@@ -160,8 +157,8 @@ class StreamManager:
                 token = await self.source.token()
             except SourceError as exc:
                 self._set_state(StreamState.OFFLINE, exc.reason, exc.message)
-            except Exception as exc:  # e.g. httpx.InvalidURL for a bad join API URL: retry
-                log.exception("getting a token for %s failed", self.source.describe())
+            except Exception as exc:  # e.g. a join API URL with port 99999: retry, later
+                contained("connection", exc, f"getting a token for {self.source.describe()} failed")
                 self._set_state(StreamState.OFFLINE, "TokenFailed", repr(exc)[:300])
             else:
                 try:
@@ -170,7 +167,7 @@ class StreamManager:
                 except (rtc.ConnectError, TimeoutError, OSError) as exc:
                     self._set_state(StreamState.OFFLINE, "ConnectFailed", str(exc) or repr(exc))
                 except Exception as exc:  # never let the one connection's loop die
-                    log.exception("stream session failed")
+                    contained("connection", exc, "the stream session failed")
                     self._set_state(StreamState.OFFLINE, "Error", repr(exc)[:300])
             if self._stopping:
                 break
@@ -332,8 +329,7 @@ class StreamManager:
             self.receive_delay.pop(track.kind, None)
 
     async def _poll_delay(self, track: rtc.Track) -> None:
-        last: tuple[float, int] | None = None
-        readings: deque[float] = deque(maxlen=STATS_MEDIAN_OF)
+        estimate = DelayEstimate()
         while True:
             await asyncio.sleep(STATS_INTERVAL)
             try:
@@ -345,11 +341,11 @@ class StreamManager:
                 if s.WhichOneof("stats") != "inbound_rtp":
                     continue
                 inbound = s.inbound_rtp.inbound
-                now = (inbound.jitter_buffer_delay, inbound.jitter_buffer_emitted_count)
-                if last is not None and now[1] > last[1]:
-                    readings.append((now[0] - last[0]) / (now[1] - last[1]))
-                    self.receive_delay[track.kind] = statistics.median(readings)
-                last = now
+                delay = estimate.add(
+                    inbound.jitter_buffer_delay, inbound.jitter_buffer_emitted_count
+                )
+                if delay is not None:
+                    self.receive_delay[track.kind] = delay
 
     async def _read_video(self, track: rtc.Track) -> None:
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=4)
@@ -359,7 +355,13 @@ class StreamManager:
                 now = time.monotonic()
                 f = event.frame
                 delay = self.receive_delay.get(rtc.TrackKind.KIND_VIDEO, 0.0)
-                pts = clock.capture_time(now, event.timestamp_us, delay)
+                meta = event.metadata
+                user_ts = (
+                    meta.user_timestamp
+                    if meta is not None and meta.HasField("user_timestamp")
+                    else None
+                )
+                pts = clock.capture_time(now, event.timestamp_us, delay, user_ts)
                 # The picture is turned upright by the handlers, in their threads.
                 rotation = ROTATION_DEGREES.get(event.rotation, 0)
                 frame = VideoFrame(f.width, f.height, f.data, pts, rotation)
