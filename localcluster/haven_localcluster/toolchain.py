@@ -26,6 +26,7 @@ LIVEKIT_VERSION = "v1.13.5"
 HELM_VERSION = "v3.22.0"
 LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
 COREDNS_VERSION = "v1.14.7"
+VERSITYGW_VERSION = "v1.8.0"
 
 
 def _k8s_ldflags() -> str:
@@ -91,10 +92,16 @@ TOOLS: dict[str, Tool] = {
             "github.com/rancher/local-path-provisioner",
         ),
         Tool("coredns", COREDNS_VERSION, "coredns", "github.com/coredns/coredns"),
+        Tool(
+            "versitygw",
+            VERSITYGW_VERSION,
+            "versitygw",
+            "github.com/versity/versitygw/cmd/versitygw",
+        ),
     ]
 }
 
-# What the local cluster (control plane, node, LiveKit) and the chart tests need.
+# What the local cluster (control plane, node, LiveKit, S3 server) and the chart tests need.
 DEFAULT_TOOLS = (
     "etcd",
     "kube-apiserver",
@@ -107,6 +114,7 @@ DEFAULT_TOOLS = (
     "helm",
     "local-path-provisioner",
     "coredns",
+    "versitygw",
 )
 
 
