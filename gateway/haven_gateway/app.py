@@ -130,6 +130,7 @@ def recording_view(rec: dict) -> dict[str, Any]:
     return {
         "success": True,
         "mint_id": info["mint_id"],
+        "recording_id": info["recording"],
         "is_recording": info["active"],
         "state": info["phase"].lower(),
         "duration_seconds": info["duration_seconds"],

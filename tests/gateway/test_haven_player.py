@@ -209,7 +209,7 @@ def test_api_ts_recording_service(gateway, live_mint, haven_player):
     )  # fmt: skip
     assert seen["preflights"] > 0
     assert seen["session"]["success"] is True and seen["session"]["session_id"]
-    assert seen["start"]["success"] is True
+    assert seen["start"]["success"] is True and seen["start"]["recording_id"]
     status = seen["status"]
     assert status["mint_id"] == mint and status["is_recording"] is True
     assert status["output_format"] == "mpegts" and status["video_quality"] == "low"
