@@ -11,7 +11,8 @@ What real publishers send can be imitated: `--width/--height` (any size, odd too
 picture as sent, `--rotation` the rotation it is sent with (the pattern is drawn so that it
 reads upright once turned by it, as a phone's portrait camera does), `--channels 2` stereo
 (the tone left, at half level right) and `--sample-rate` (44100, say). The defaults are the
-1280x720 upright, mono, 48 kHz signal.
+1280x720 upright, mono, 48 kHz signal. `--frame-metadata` attaches each frame's capture time
+(wall clock, microseconds) as its user timestamp, the SDK's frame-metadata feature.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Signal:
     rotation: int = 0
     channels: int = ts.CHANNELS
     sample_rate: int = ts.SAMPLE_RATE
+    frame_metadata: bool = False  # send each frame's capture time as its user timestamp
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -123,7 +125,12 @@ async def _video_loop(
             continue
         data = media.picture(pattern, n)
         frame = rtc.VideoFrame(media.width, media.height, rtc.VideoBufferType.I420, data)
-        source.capture_frame(frame, timestamp_us=int(due * 1e6), rotation=rotation)
+        metadata = (
+            rtc.FrameMetadata(user_timestamp=int(due * 1e6)) if media.frame_metadata else None
+        )
+        source.capture_frame(
+            frame, timestamp_us=int(due * 1e6), rotation=rotation, metadata=metadata
+        )
         n += 1
         if n % (ts.FPS * 10) == 0:
             log.info("published %d video frames", n)
@@ -174,6 +181,8 @@ async def publish(
         simulcast=False,
         video_encoding=rtc.VideoEncoding(max_framerate=ts.FPS, max_bitrate=3_000_000),
     )
+    if media.frame_metadata:
+        video_opts.frame_metadata_features.append(rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP)
     await room.local_participant.publish_track(video_track, video_opts)
     await room.local_participant.publish_track(
         audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
@@ -205,10 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rotation", type=int, choices=sorted(ROTATIONS), default=0)
     parser.add_argument("--channels", type=int, choices=[1, 2], default=ts.CHANNELS)
     parser.add_argument("--sample-rate", type=int, default=ts.SAMPLE_RATE)
+    parser.add_argument(
+        "--frame-metadata", action="store_true", help="send capture times as user timestamps"
+    )
     args = parser.parse_args(argv)
     if not (2 <= args.width <= 4096 and 2 <= args.height <= 4096):
         parser.error("--width and --height must be in 2..4096")
-    media = Signal(args.width, args.height, args.rotation, args.channels, args.sample_rate)
+    media = Signal(
+        args.width, args.height, args.rotation, args.channels, args.sample_rate,
+        args.frame_metadata,
+    )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     access = args.token or token(
         args.api_key, args.api_secret, args.room, args.identity, publish=True
