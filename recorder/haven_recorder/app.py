@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import wsprotocol
+from . import files, wsprotocol
 from .config import Settings
 from .fanout import FanOut
 from .health import Health, contained
@@ -84,6 +84,7 @@ class RecordingRequest(BaseModel):
         le=MAX_GAP,
         description="a stream away longer than this starts a new part",
     )
+    keepParts: bool = Field(False, description="keep the parts once they are joined into one file")
 
     def spec(self) -> RecordingSpec:
         return RecordingSpec(
@@ -95,6 +96,7 @@ class RecordingRequest(BaseModel):
             max_fps=self.maxFps,
             max_duration=self.maxDurationSeconds,
             max_gap=self.maxGapSeconds,
+            keep_parts=self.keepParts,
         )
 
 
@@ -369,6 +371,8 @@ def _control_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
         log.warning("cancelling core task %s on request (POST /debug/tasks/.../cancel)", task)
         running.cancel()
         return JSONResponse({"cancelled": task}, status_code=202)
+
+    app.include_router(files.router, dependencies=[Control])  # GET /recordings/{name}/files...
 
 
 def _viewer_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:

@@ -39,6 +39,7 @@ import av
 from . import metrics
 from .fanout import FanOut, Subscription
 from .frames import AudioFrame, Frame, VideoFrame
+from .join import join_parts, remove_parts
 from .repair import fsync_dir, trim_to_whole_fragments
 from .writer import FORMATS, MAX_GAP_SECONDS, QUALITY, PartWriter, probe_duration
 
@@ -95,6 +96,7 @@ class RecordingSpec:
     max_fps: int | None = None
     max_duration: float | None = None  # seconds
     max_gap: float = MAX_GAP_SECONDS  # seconds the stream may be away within one part
+    keep_parts: bool = False  # keep the parts once they are joined into one file
 
     def validate(self) -> RecordingSpec:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
@@ -120,6 +122,8 @@ class RecordingSpec:
             raise SpecError(f"maxDurationSeconds must be a number in (0, {MAX_DURATION:.0f}]")
         if not _in_range(self.max_gap, 0, MAX_GAP, open_low=True):
             raise SpecError(f"maxGapSeconds must be a number in (0, {MAX_GAP:.0f}]")
+        if not isinstance(self.keep_parts, bool):
+            raise SpecError("keepParts must be true or false")
         return self
 
 
@@ -145,6 +149,8 @@ class Progress:
     stoppedAt: str | None = None
     reason: str = "Starting"
     error: str | None = None
+    joinedFrom: list[str] = field(default_factory=list)  # the parts the joined files hold
+    joinError: str | None = None  # why some parts are not joined (they stay as they are)
 
 
 def _now() -> str:
@@ -218,6 +224,8 @@ class Recording:
             "degraded": p.degraded,
             "startedAt": p.startedAt,
             "stoppedAt": p.stoppedAt,
+            "joinedFrom": p.joinedFrom,
+            "joinError": p.joinError,
         }
 
     def _write_quietly(self, data: str) -> None:
@@ -252,6 +260,7 @@ class Recording:
         p.degraded = bool(data.get("degraded", False))
         p.startedAt, p.stoppedAt = data["startedAt"], data["stoppedAt"]
         p.reason, p.error = data["reason"], data["error"]
+        p.joinedFrom, p.joinError = data.get("joinedFrom", []), data.get("joinError")
         unfinished = p.parts[-1] if p.parts and p.parts[-1].endedAt is None else None
         if unfinished is not None:  # the pod died mid-part: keep what plays, and measure it
             path = root / unfinished.path
@@ -472,7 +481,10 @@ class Recording:
                 p.reason = "Interrupted"
                 await self.save()
             else:
-                await self._finish(RecordingState.COMPLETED, p.reason)
+                reason = p.reason
+                self._end_part()
+                await self._join()
+                await self._finish(RecordingState.COMPLETED, reason, ended=True)
         except (OSError, av.error.FFmpegError) as exc:
             disk_full = getattr(exc, "errno", None) == errno.ENOSPC
             reason = "DiskFull" if disk_full else "WriteFailed"
@@ -510,9 +522,36 @@ class Recording:
         else:
             part.endedAt = _now()
 
-    async def _finish(self, state: RecordingState, reason: str, error: str | None = None) -> None:
-        """Record the final state on the volume, then show it."""
-        self._end_part()
+    async def _join(self) -> None:
+        """Join the finished parts into one seekable file (join.py, in the recording's
+        thread; state `stopping`, reason `Joining`, meanwhile); the joined file is in the state
+        on the volume before any part is removed. A failure leaves the parts as they are."""
+        p = self.progress
+        if not p.parts:
+            return
+        p.reason = "Joining"
+        await self.save()
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(
+                self._executor, join_parts, self.root, self.spec.name, list(p.parts)
+            )
+        except Exception as exc:  # never fail a finished recording over its join
+            log.exception("recording %s: joining its parts failed", self.spec.name)
+            p.joinError = repr(exc)[:300]
+            return
+        p.parts, p.joinError = outcome.parts, outcome.error
+        p.joinedFrom = [*p.joinedFrom, *outcome.joined_from]
+        if outcome.joined_from and not self.spec.keep_parts:
+            await self.save()
+            await loop.run_in_executor(self._executor, remove_parts, self.root, outcome.joined_from)
+
+    async def _finish(
+        self, state: RecordingState, reason: str, error: str | None = None, *, ended: bool = False
+    ) -> None:
+        """Record the final state on the volume, then show it. `ended`: the part is ended."""
+        if not ended:
+            self._end_part()
         p = self.progress
         p.reason, p.error, p.stoppedAt = reason, error, _now()
         with contextlib.suppress(OSError):  # room for the final state, even on a full disk

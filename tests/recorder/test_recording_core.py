@@ -105,15 +105,19 @@ async def test_stop_takes_no_frame_after_it_and_writes_what_came_before(tmp_path
 
 async def test_a_gap_longer_than_max_gap_starts_a_new_part_instead_of_silence(tmp_path):
     fanout = FanOut()
-    rec = start(tmp_path, fanout, max_gap=5.0)
+    rec = start(tmp_path, fanout, max_gap=5.0, keep_parts=True)
     end = await publish_live(fanout, 2)
     await publish_live(fanout, 2, start=end + 3)  # 3 s away: the same part, padded
     await publish_live(fanout, 2, start=end + 3 + 2 + 3600)  # an hour away: a new part
     await until(lambda: len(rec._sub.queue) == 0)
     final = await rec.stop()
 
-    assert [p["path"] for p in final["parts"]] == ["rec/rec-part001.mp4", "rec/rec-part002.mp4"]
-    first, second = (analyze(tmp_path / p["path"]) for p in final["parts"])
+    # Two parts, joined once the recording completed into one file without the hour's gap.
+    assert final["joinedFrom"] == ["rec/rec-part001.mp4", "rec/rec-part002.mp4"], final
+    assert [p["path"] for p in final["parts"]] == ["rec/rec.mp4"], final
+    joined = analyze(tmp_path / final["parts"][0]["path"])
+    assert joined.error is None and abs(joined.duration - 9) < 0.3, joined
+    first, second = (analyze(tmp_path / path) for path in final["joinedFrom"])
     assert first.error is None and second.error is None
     assert abs(first.duration - 7) < 0.2 and abs(first.audio_seconds - 7) < 0.1, first
     assert abs(second.duration - 2) < 0.2 and abs(second.audio_seconds - 2) < 0.1, second
