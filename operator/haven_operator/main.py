@@ -29,6 +29,10 @@ def configure(
     settings.watching.client_timeout = 300
     settings.watching.connect_timeout = 30
     settings.watching.reconnect_backoff = 1.0
+    # kopf's own calls (patches, events) have deadlines too; 429 and 5xx retry with backoff.
+    settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 5
+    settings.networking.error_backoffs = (1, 2, 4, 8, 16, 30)
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "haven-operator"
     # Handler progress lives in status, not in annotations users see in diffs.
