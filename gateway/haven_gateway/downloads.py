@@ -3,7 +3,7 @@ from the stream pod that holds its volume, passing HTTP Range through.
 
 The stream pod's side of it (the contract this module is written against):
 
-    GET /recordings/{recording}/files/{file}          on the pod's port (8080)
+    GET /recordings/{recording}/files/{file}          on the pod's control port (8081)
     Authorization: Bearer <control token>             (the LiveStream's `<name>-control` Secret)
     Range: bytes=a-b | bytes=a- | bytes=-n             optional, one range
 
@@ -44,12 +44,17 @@ class DownloadError(Exception):
         self.status, self.message = status, message
 
 
+CONTROL_PORT = 8081  # the stream pod's control API (the Service's `control` port)
+
+
 def pod_base_url(endpoint: str) -> str:
-    """http://host:port of the pod's Service, from the LiveStream's `status.endpoint`
-    (ws://<service>.<namespace>.svc.<domain>:8080/stream)."""
+    """http://host:8081, the control port of the pod's Service, from the LiveStream's
+    `status.endpoint` (ws://<service>.<namespace>.svc.<domain>:8080/stream, the viewer port,
+    which serves no control call)."""
     parts = urlsplit(endpoint)
     scheme = "https" if parts.scheme == "wss" else "http"
-    return f"{scheme}://{parts.netloc}"
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{scheme}://{host}:{CONTROL_PORT}"
 
 
 def file_url(base_url: str, recording: str, part_path: str) -> str:

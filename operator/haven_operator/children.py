@@ -101,7 +101,10 @@ def service(body: dict, settings: Settings) -> dict[str, Any]:
         "metadata": _meta(body, names(ls)["service"]),
         "spec": {
             "selector": {f"{GROUP}/livestream": ls},
-            "ports": [{"name": "http", "port": settings.pod_port, "targetPort": "http"}],
+            "ports": [
+                {"name": "http", "port": settings.pod_port, "targetPort": "http"},
+                {"name": "control", "port": settings.control_port, "targetPort": "control"},
+            ],
         },
     }
 
@@ -112,6 +115,7 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "HAVEN_HOST", "value": "0.0.0.0"},
         {"name": "HAVEN_PORT", "value": str(settings.pod_port)},
+        {"name": "HAVEN_CONTROL_PORT", "value": str(settings.control_port)},
         {"name": "HAVEN_RECORDINGS_DIR", "value": RECORDINGS_DIR},
         {"name": "HAVEN_LOG_FORMAT", "value": "json"},
         {"name": "HAVEN_MAX_VIEWERS", "value": str(viewer.get("maxViewers", 100))},
@@ -171,7 +175,10 @@ def deployment(body: dict, settings: Settings, token: str = "") -> dict[str, Any
         "image": pod.get("image") or settings.stream_pod_image,
         "imagePullPolicy": settings.image_pull_policy,
         "env": _env(body, settings),
-        "ports": [{"name": "http", "containerPort": settings.pod_port}],
+        "ports": [
+            {"name": "http", "containerPort": settings.pod_port},
+            {"name": "control", "containerPort": settings.control_port},
+        ],
         "readinessProbe": probe,
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},

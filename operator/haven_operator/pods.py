@@ -115,6 +115,6 @@ def client_for(
     if settings.pod_address == "pod-ip":
         if pod is None or not pod.ip:
             return None
-        return StreamPodClient(f"http://{pod.ip}:{settings.pod_port}", token)
+        return StreamPodClient(f"http://{pod.ip}:{settings.control_port}", token)
     host = f"{n['service']}.{namespace}.svc.{settings.cluster_domain}"
-    return StreamPodClient(f"http://{host}:{settings.pod_port}", token)
+    return StreamPodClient(f"http://{host}:{settings.control_port}", token)

@@ -20,7 +20,8 @@ class Settings:
     pumpfun_api_url: str = "https://livestream-api.pump.fun"
     pumpfun_livekit_url: str = "wss://pump-prod-tg2x8veh.livekit.cloud"
     pod_resources: dict = field(default_factory=lambda: DEFAULT_POD_RESOURCES)
-    pod_port: int = 8080
+    pod_port: int = 8080  # the stream pod's viewer port (page, /stream, probes)
+    control_port: int = 8081  # its control API and /metrics: what the operator calls
     status_interval: float = 5.0  # seconds between looks at each pod's state
     counter_interval: float = 30.0  # counters alone (viewers, bytes) are written this seldom
     # How the operator reaches a stream pod: "service" (the Service's cluster DNS name, in
