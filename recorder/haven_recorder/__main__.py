@@ -32,6 +32,14 @@ def listen(host: str, port: int) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     settings = parse(argv)
     logs.setup(settings.log_level, settings.log_format, secrets=settings.secrets())
+    log = logging.getLogger("haven.pod")
+    for secret in settings.secrets():
+        if len(secret) < logs.MIN_SECRET_LENGTH:
+            log.warning(
+                "a secret (API secret, LiveKit token, control or viewer token) is shorter than "
+                "%d characters: it is weak, and the log cannot redact it",
+                logs.MIN_SECRET_LENGTH,
+            )
     # Fail closed: an open control API is for a loopback bind (a developer's machine) only.
     if why := settings.control_open():
         print(f"haven-recorder: {why}", file=sys.stderr)
@@ -43,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         print(f"haven-recorder: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger("haven.pod").info(
+    log.info(
         "viewers on %s:%d, control API and metrics on %s:%d; %r",
         settings.host, viewer_socket.getsockname()[1],
         settings.host, control_socket.getsockname()[1], settings,

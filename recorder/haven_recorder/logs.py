@@ -16,6 +16,9 @@ import time
 from collections.abc import Iterable
 
 REDACTED = "<redacted>"
+# A secret shorter than this is not searched for: it would redact ordinary words (a one-letter
+# dev secret would take every "s" out of the log). __main__ warns about such a weak secret.
+MIN_SECRET_LENGTH = 8
 # header.payload.signature, base64url; a JWT's header always starts with `{"` = "eyJ".
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 
@@ -27,7 +30,7 @@ class Redactor:
 
     def add(self, *secrets: str | None) -> None:
         for secret in secrets:
-            if secret and secret not in self.secrets:
+            if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in self.secrets:
                 self.secrets.append(secret)
         self.secrets.sort(key=len, reverse=True)  # a longer secret that contains another first
 
