@@ -10,7 +10,9 @@ import uuid
 from .conftest import livekit_args
 
 
-def test_schemathesis_finds_no_server_error_on_the_control_api(livekit_server, stream_pod):
+def test_schemathesis_finds_no_server_error_on_the_control_api(
+    livekit_server, stream_pod, tmp_path
+):
     # A room with no publisher: recordings start and wait for frames, so the fuzzer's
     # recordings cost no encoding on a shared machine; the request handling is the same.
     pod = stream_pod(*livekit_args(livekit_server, f"fuzz-{uuid.uuid4().hex[:8]}"))
@@ -22,7 +24,7 @@ def test_schemathesis_finds_no_server_error_on_the_control_api(livekit_server, s
             "--header", f"Authorization: Bearer {pod.token}",
             "--request-timeout", "30", "--seed", "13",
         ],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert pod.http("GET", "/recordings").status_code == 200  # and the pod still answers
