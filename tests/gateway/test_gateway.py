@@ -284,10 +284,9 @@ def test_a_recording_stopped_at_once_says_so_and_the_next_starts(gateway, live_m
 
 
 def test_download_the_latest_recording(gateway, live_mint):
-    """GET /api/recording/download/{mint_id} through the stream pod's file contract
-    (gateway/haven_gateway/downloads.py). Until the stream pod serves
-    GET /recordings/{name}/files/{file}, the gateway must say exactly that (501), and never
-    answer with anything that looks like a file; once it does, the file and a Range."""
+    """GET /api/recording/download/{mint_id} through the stream pod's file API
+    (gateway/haven_gateway/downloads.py): the whole file and a Range. A pod image without
+    GET /recordings/{name}/files/{file} must get a plain 501, never anything like a file."""
     mint = live_mint()
     with gateway.client() as api:
         assert api.post("/api/live-sessions/start", json={"mint_id": mint}).status_code == 200
