@@ -1,10 +1,12 @@
 """Per format at medium quality: the CPU cores a recording adds to the stream pod, frames
 dropped over the recording, and the A/V offset measured from the flash-and-beep markers.
 Then the stop latency with an encoder slower than realtime (4K at high quality, in process):
-how long `stop` takes with a backlog queued, and what it dropped.
+how long `stop` takes with a backlog queued, and what it dropped. Then the join of a long
+recording's parts into one seekable file (remux and check, offline): its time and MB/s.
 
     .venv/bin/python bench/recording.py [--seconds 60] [--formats av1 h264 vp9]
     .venv/bin/python bench/recording.py --stop-only
+    .venv/bin/python bench/recording.py --join-only [--join-minutes 60]
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
 from haven_recorder.fanout import FanOut
 from haven_recorder.frames import AudioFrame, VideoFrame
-from haven_recorder.recording import Recording, RecordingSpec
+from haven_recorder.join import join_parts
+from haven_recorder.recording import PartInfo, Recording, RecordingSpec
+from haven_recorder.writer import FORMATS, PartWriter, _container_options
 
 
 async def stop_latency(fmt: str, width: int, height: int, seconds: float) -> dict:
@@ -66,16 +70,94 @@ async def stop_latency(fmt: str, width: int, height: int, seconds: float) -> dic
     }
 
 
+def synthesize_parts(fmt: str, directory: Path, minutes: float, parts: int) -> list[Path]:
+    """Parts of a `minutes`-long recording at medium quality, fast: 20 s of the test signal
+    is encoded once by the recorder's PartWriter, then its packets are written again and again
+    (timestamps shifted) into each part with the recorder's crash-safe container options, so
+    the parts hold as many packets and bytes as real ones."""
+    import av
+
+    ext = FORMATS[fmt].extension
+    sample = directory / f"sample.{ext}"
+    writer = PartWriter(sample, fmt, "medium", audio=True, max_width=None)
+    pattern = ts.VideoPattern()
+    for i in range(20 * ts.FPS):
+        writer.write_video(VideoFrame(ts.WIDTH, ts.HEIGHT, pattern.i420(i), 1000 + i / ts.FPS))
+        for a in range(i * 100 // ts.FPS, (i + 1) * 100 // ts.FPS):
+            pcm = ts.audio_samples(a * ts.AUDIO_FRAME_SAMPLES).tobytes()
+            writer.write_audio(AudioFrame(pcm, ts.SAMPLE_RATE, 1, 1000 + a / 100))
+    writer.close()
+    with av.open(str(sample)) as src:
+        streams = [s for s in src.streams if s.type in ("video", "audio")]
+        packets = [p for p in src.demux(*streams) if p.size and p.dts is not None]
+        # Each copy starts a little after the last one ends (AAC priming reaches back).
+        span = max(float((p.pts + p.duration) * p.stream.time_base) for p in packets) + 0.05
+        paths = []
+        for n in range(parts):
+            path = directory / f"long-part{n + 1:03d}.{ext}"
+            with av.open(
+                str(path), "w", format=FORMATS[fmt].container,
+                options=_container_options(FORMATS[fmt]),
+            ) as out:  # fmt: skip
+                outs = {s.index: out.add_stream_from_template(s) for s in streams}
+                for k in range(round(minutes * 60 / parts / span)):
+                    for p in packets:
+                        tb = p.stream.time_base
+                        shift = round(k * span / tb)
+                        copy = av.Packet(bytes(p))
+                        copy.pts, copy.dts = p.pts + shift, p.dts + shift
+                        copy.duration, copy.time_base = p.duration, tb
+                        copy.is_keyframe = p.is_keyframe
+                        copy.stream = outs[p.stream.index]
+                        out.mux(copy)
+            paths.append(path)
+    sample.unlink()
+    return paths
+
+
+def join_time(fmt: str, minutes: float, parts: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="haven-join-", dir=Path.home()) as tmp:
+        root = Path(tmp)
+        (root / "long").mkdir()
+        paths = synthesize_parts(fmt, root / "long", minutes, parts)
+        infos = [PartInfo(path=str(p.relative_to(root))) for p in paths]
+        size = sum(p.stat().st_size for p in paths)
+        began = time.perf_counter()
+        outcome = join_parts(root, "long", infos)
+        seconds = time.perf_counter() - began
+        assert outcome.error is None and outcome.results, outcome.error
+        result = outcome.results[0]
+    return {
+        "format": fmt,
+        "parts": parts,
+        "minutes": f"{result.duration / 60:.1f}",
+        "MB": f"{size / 1e6:.0f}",
+        "join s": f"{seconds:.1f}",
+        "MB/s": f"{size / 1e6 / seconds:.0f}",
+        "packets": result.packets,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--formats", nargs="*", default=["av1", "h264", "vp9"])
     p.add_argument("--stop-only", action="store_true", help="only the stop latency table")
+    p.add_argument("--join-only", action="store_true", help="only the join table")
+    p.add_argument("--join-minutes", type=float, default=60)
+    p.add_argument("--join-parts", type=int, default=2)
     a = p.parse_args()
-    if not a.stop_only:
+    if not a.stop_only and not a.join_only:
         per_format(a)
-    print("\nstop latency, encoder slower than realtime (3840x2160 at 30 fps, high quality):")
-    print_table([asyncio.run(stop_latency(fmt, 3840, 2160, 5)) for fmt in a.formats])
+    if not a.join_only:
+        print("\nstop latency, encoder slower than realtime (3840x2160 at 30 fps, high quality):")
+        print_table([asyncio.run(stop_latency(fmt, 3840, 2160, 5)) for fmt in a.formats])
+    if not a.stop_only:
+        print(
+            f"\njoin: {a.join_minutes:.0f} minutes of 720p30 at medium quality in "
+            f"{a.join_parts} parts, remuxed into one seekable file and checked:"
+        )
+        print_table([join_time(fmt, a.join_minutes, a.join_parts) for fmt in a.formats])
 
 
 def per_format(a: argparse.Namespace) -> None:

@@ -77,16 +77,24 @@ class JoinResult:
 def _end_seconds(container: av.container.InputContainer, video_only: bool) -> tuple[float, dict]:
     """The container's end (the latest pts + duration over its streams, or its video) and
     its packet count per stream index."""
-    end, counts = 0.0, {}
-    for packet in container.demux():
-        s = packet.stream
-        if s.type not in ("video", "audio") or packet.size == 0:
+    counts: dict[int, int] = {}
+    ends: dict[int, int] = {}  # per stream, in its time base (integers: Fractions are slow)
+    wanted = [s for s in container.streams if s.type in ("video", "audio")]
+    for packet in container.demux(*wanted):
+        if packet.size == 0:
             continue
-        counts[s.index] = counts.get(s.index, 0) + 1
-        if packet.pts is None or (video_only and s.type != "video"):
-            continue
-        end = max(end, float((packet.pts + (packet.duration or 0)) * s.time_base))
-    return end, counts
+        index = packet.stream_index
+        counts[index] = counts.get(index, 0) + 1
+        if packet.pts is not None:
+            end = packet.pts + (packet.duration or 0)
+            if end > ends.get(index, end - 1):
+                ends[index] = end
+    seconds = [
+        float(ends[s.index] * s.time_base)
+        for s in wanted
+        if s.index in ends and (s.type == "video" or not video_only)
+    ]
+    return max(seconds, default=0.0), counts
 
 
 def video_duration(path: Path) -> float:
@@ -121,50 +129,77 @@ def runs(paths: list[Path]) -> list[list[Path]]:
     return groups
 
 
-def remux(parts: list[Path], out: Path, container: str) -> tuple[int, list[str]]:
+@dataclass
+class Remuxed:
+    packets: int  # written
+    counts: dict[int, int]  # packets per stream index
+    parts_duration: float  # the sum of the parts' video durations, seconds
+    notes: list[str]  # timestamps that had to be nudged
+
+
+def remux(parts: list[Path], out: Path, container: str) -> Remuxed:
     """Write `parts` one after the other into `out` (blocking), without re-encoding, as
-    `container` ("webm" or "mp4"). Returns the packets written and notes about timestamps
-    that had to be nudged."""
+    `container` ("webm" or "mp4")."""
     notes: list[str] = []
     written = 0
+    counts: dict[int, int] = {}
+    parts_duration = 0.0
     with av.open(str(out), "w", format=container, options=MUX_OPTIONS[container]) as output:
         first = av.open(str(parts[0]))
         outs = {}
         try:
             for s in first.streams:
                 if s.type in ("video", "audio"):
-                    outs[s.index] = output.add_stream_from_template(s)
+                    outs[s.index] = output.add_stream_from_template(s, opaque=True)
         finally:
             first.close()
         last_dts: dict[int, int] = {}
         offset = Fraction(0)  # seconds: where the current part starts in the joined file
         for path in parts:
             with av.open(str(path)) as part:
-                part_end = Fraction(0)
-                for packet in part.demux():
-                    s = packet.stream
-                    if s.index not in outs or packet.size == 0 or packet.dts is None:
+                streams = [s for s in part.streams if s.index in outs]
+                # Per stream: the shift into the joined file and the part's end, in its own
+                # time base (integers per packet: Fraction arithmetic per packet is slow).
+                shifts = {s.index: round(offset / s.time_base) for s in streams}
+                ends: dict[int, int] = {}
+                for packet in part.demux(*streams):
+                    index = packet.stream_index
+                    if packet.size == 0 or packet.dts is None:
                         continue
-                    tb = s.time_base
-                    shift = round(offset / tb)
+                    shift = shifts[index]
                     pts = packet.pts + shift if packet.pts is not None else None
                     dts = packet.dts + shift
                     # Containers need rising timestamps per stream: a part's first audio packet
                     # (AAC priming) may reach back before the previous part's end.
-                    if s.index in last_dts and dts <= last_dts[s.index]:
-                        notes.append(f"{path.name} {s.type} dts {dts} -> {last_dts[s.index] + 1}")
-                        dts = last_dts[s.index] + 1
+                    last = last_dts.get(index)
+                    if last is not None and dts <= last:
+                        notes.append(f"{path.name} stream {index} dts {dts} -> {last + 1}")
+                        dts = last + 1
                         if pts is not None and pts < dts:
                             pts = dts
-                    last_dts[s.index] = dts
+                    last_dts[index] = dts
                     if packet.pts is not None:
-                        part_end = max(part_end, (packet.pts + (packet.duration or 0)) * tb)
+                        end = packet.pts + (packet.duration or 0)
+                        if end > ends.get(index, end - 1):
+                            ends[index] = end
                     packet.pts, packet.dts = pts, dts
-                    packet.stream = outs[s.index]
+                    packet.stream = outs[index]
                     output.mux(packet)
                     written += 1
-                offset += part_end
-    return written, notes[:20]
+                    counts[index] = counts.get(index, 0) + 1
+                parts_duration += max(
+                    (
+                        float(ends[s.index] * s.time_base)
+                        for s in streams
+                        if s.index in ends and s.type == "video"
+                    ),
+                    default=0.0,
+                )
+                offset += max(
+                    (Fraction(ends[s.index]) * s.time_base for s in streams if s.index in ends),
+                    default=Fraction(0),
+                )
+    return Remuxed(written, counts, parts_duration, notes[:20])
 
 
 def _decodes_at(path: Path, seconds: float) -> None:
@@ -199,19 +234,11 @@ def join(parts: list[Path], out: Path) -> JoinResult:
     """Remux `parts` into `out` (replacing it if there), check it, and make it durable; the
     parts are left for the caller to remove. Raises JoinError or OSError (say, a full disk)."""
     began = time.monotonic()
-    counts: dict[int, int] = {}
-    parts_duration = 0.0
-    for path in parts:
-        with av.open(str(path)) as container:
-            end, part_counts = _end_seconds(container, video_only=True)
-        parts_duration += end
-        for index, n in part_counts.items():
-            counts[index] = counts.get(index, 0) + n
     tmp = out.with_name(f".{out.name}.joining")
     try:
         try:
-            packets, notes = remux(parts, tmp, CONTAINERS[out.suffix])
-            duration = check(tmp, parts, parts_duration, counts)
+            done = remux(parts, tmp, CONTAINERS[out.suffix])
+            duration = check(tmp, parts, done.parts_duration, done.counts)
         except av.error.FFmpegError as exc:
             raise JoinError(f"{exc}") from exc
         fsync_path(tmp)
@@ -224,11 +251,11 @@ def join(parts: list[Path], out: Path) -> JoinResult:
         path=out,
         parts=parts,
         duration=duration,
-        parts_duration=parts_duration,
+        parts_duration=done.parts_duration,
         size=out.stat().st_size,
         seconds=time.monotonic() - began,
-        packets=packets,
-        notes=notes,
+        packets=done.packets,
+        notes=done.notes,
     )
 
 
@@ -272,7 +299,7 @@ def join_parts(root: Path, name: str, parts: list) -> JoinOutcome:
             out = root / name / f"{name}-part{_number(group[0])}-{_number(group[-1])}{ext}"
         try:
             result = join(group, out)
-        except (JoinError, OSError) as exc:
+        except Exception as exc:  # JoinError, OSError (a full disk), anything: the parts stay
             log.warning("cannot join %s: %s", ", ".join(p.path for p in infos), exc)
             errors.append(f"{', '.join(p.path for p in infos)}: {exc}"[:300])
             out_parts.extend(infos)
