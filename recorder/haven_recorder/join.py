@@ -17,7 +17,6 @@ Everything here is blocking: the recording runs it in a worker thread.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -309,12 +308,12 @@ def join_parts(root: Path, name: str, parts: list) -> JoinOutcome:
             len(group), out.name, result.duration, result.size, result.seconds,
         )  # fmt: skip
         results.append(result)
-        out_parts.append(
-            dataclasses.replace(
-                infos[0],
+        out_parts.append(  # a new file: nothing else (an upload's state, say) carries over
+            type(infos[0])(
                 path=str(out.relative_to(root)),
                 sizeBytes=result.size,
                 durationSeconds=round(result.duration, 3),
+                startedAt=infos[0].startedAt,
                 endedAt=infos[-1].endedAt,
             )
         )

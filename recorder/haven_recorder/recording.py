@@ -261,6 +261,9 @@ class Recording:
         p.startedAt, p.stoppedAt = data["startedAt"], data["stoppedAt"]
         p.reason, p.error = data["reason"], data["error"]
         p.joinedFrom, p.joinError = data.get("joinedFrom", []), data.get("joinError")
+        if p.joinedFrom and not rec.spec.keep_parts:  # the pod died before it removed them
+            listed = {part.path for part in p.parts}
+            remove_parts(root, [path for path in p.joinedFrom if path not in listed])
         unfinished = p.parts[-1] if p.parts and p.parts[-1].endedAt is None else None
         if unfinished is not None:  # the pod died mid-part: keep what plays, and measure it
             path = root / unfinished.path
