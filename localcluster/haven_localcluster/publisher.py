@@ -172,6 +172,7 @@ async def publish(
     # t0 is announced before the tracks exist, so every subscriber can read it.
     t0 = time.time() + 0.5
     await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
+    log.info("frame n is captured at t0 + n / %d, t0 = %.6f (wall clock)", ts.FPS, t0)
     video = rtc.VideoSource(media.width, media.height)
     audio = rtc.AudioSource(media.sample_rate, media.channels, queue_size_ms=AUDIO_QUEUE_MS)
     video_track = rtc.LocalVideoTrack.create_video_track("test-pattern", video)

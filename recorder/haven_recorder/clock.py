@@ -19,13 +19,15 @@ is then averaged over a second (`RunningMean`), so that it slews rather than ste
 
 Where the publisher sends each frame's capture time (the frame-metadata feature's user
 timestamp, on its own clock), video is placed by that instead: its offset to the pod's clock
-is the median over 10 s of the render-time estimate's, so the file keeps the publisher's timing
-exactly and only the offset can move, slowly.
+is the least-delayed over 10 s of the render-time estimate's (a frame the publisher itself sent
+late is late for good), averaged so that it slews; the file keeps the publisher's timing, and
+only the offset can move, slowly.
 """
 
 from __future__ import annotations
 
-import bisect
+import json
+import os
 import statistics
 from collections import deque
 
@@ -34,7 +36,8 @@ ENVELOPE_SECONDS = 2.0  # how long an earliest arrival is remembered
 AUDIO_PACKET_SECONDS = 0.020
 DELAY_MEDIAN_OF = 5  # jitter-buffer delay readings (one per stats poll) a median is taken of
 VIDEO_OFFSET_SECONDS = 1.0  # how long video's offset to the render time is averaged
-USER_OFFSET_SECONDS = 10.0  # ... and to the publisher's user timestamps
+USER_OFFSET_SECONDS = 10.0  # how long the least-delayed user-timestamp offset is remembered
+USER_RESET_SECONDS = 2.0  # a user timestamp that moves further has been reset: start again
 # A source clock that moves further than this from its average offset has been reset: the
 # average starts again.
 RESET_SECONDS = 0.5
@@ -80,33 +83,6 @@ class RunningMean:
         return self.value
 
 
-class SlidingMedian:
-    """The median of a value over the last `window` seconds: settles at once, ignores the
-    outliers of a start-up or a stall, and moves by small steps. A value further than `reset`
-    from it starts it again (a source clock that jumped)."""
-
-    def __init__(self, window: float, reset: float = RESET_SECONDS) -> None:
-        self.window = window
-        self.reset = reset
-        self._points: deque[tuple[float, float]] = deque()  # (time, value), oldest first
-        self._sorted: list[float] = []
-
-    def add(self, now: float, value: float) -> float:
-        if self._sorted and abs(value - self._median()) > self.reset:
-            self._points.clear()
-            self._sorted.clear()
-        self._points.append((now, value))
-        bisect.insort(self._sorted, value)
-        while self._points[0][0] < now - self.window:
-            _, old = self._points.popleft()
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
-        return self._median()
-
-    def _median(self) -> float:
-        values, middle = self._sorted, len(self._sorted) // 2
-        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
 class DelayEstimate:
     """The jitter-buffer delay (seconds) from WebRTC's cumulative receiver statistics: the
     average over each poll's interval, and the median of the last few of those, which follows
@@ -135,7 +111,11 @@ class VideoClock:
     def __init__(self, window: float = ENVELOPE_SECONDS) -> None:
         self._lag = LowerEnvelope(window)  # arrival minus render time
         self._offset = RunningMean(VIDEO_OFFSET_SECONDS)  # capture minus render time
-        self._user_offset = SlidingMedian(USER_OFFSET_SECONDS)  # capture minus user timestamp
+        # The pod's capture time minus the publisher's: its least-delayed value over 10 s
+        # (a frame the publisher sent late is late for good), then averaged so that it slews.
+        self._user_lag = LowerEnvelope(USER_OFFSET_SECONDS)
+        self._user_offset = RunningMean(VIDEO_OFFSET_SECONDS, reset=USER_RESET_SECONDS)
+        self._user_last: float | None = None
 
     def capture_time(
         self, now: float, timestamp_us: int, delay: float, user_timestamp_us: int | None = None
@@ -151,7 +131,11 @@ class VideoClock:
         if user_timestamp_us is None:
             return estimate
         captured = user_timestamp_us / 1e6
-        return captured + self._user_offset.add(now, estimate - captured)
+        lag = estimate - captured
+        if self._user_last is not None and abs(lag - self._user_last) > USER_RESET_SECONDS:
+            self._user_lag = LowerEnvelope(USER_OFFSET_SECONDS)  # the publisher's clock jumped
+        self._user_last = lag
+        return captured + self._user_offset.add(now, self._user_lag.add(now, lag))
 
 
 class AudioClock:
@@ -167,3 +151,19 @@ class AudioClock:
         self.samples += samples
         played = self._anchor.add(now, now - offset) + offset
         return played - delay - AUDIO_PACKET_SECONDS
+
+
+class ClockLog:
+    """Every frame's clock inputs and result, as JSON lines in the file `HAVEN_CLOCK_LOG`
+    names (for diagnosis: where a recording's offsets come from); a no-op without it."""
+
+    def __init__(self, path: str | None = None) -> None:
+        path = path if path is not None else os.environ.get("HAVEN_CLOCK_LOG")
+        self._file = open(path, "a", buffering=1 << 16) if path else None  # noqa: SIM115
+
+    def __bool__(self) -> bool:
+        return self._file is not None
+
+    def write(self, kind: str, **fields: float | int | None) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps({"k": kind, **fields}) + "\n")

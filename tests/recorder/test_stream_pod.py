@@ -190,11 +190,16 @@ def stall_repeatedly(pid: int, stall: float, every: float, count: int) -> list[t
     return stalls
 
 
+@pytest.mark.parametrize("user_timestamps", [False, True], ids=["render-time", "user-timestamps"])
 async def test_a_pod_kept_off_the_cpu_keeps_audio_and_video_in_sync(
-    livekit_server, publisher, stream_pod
+    livekit_server, start_publisher, stream_pod, user_timestamps
 ):
-    """CPU contention delays frame deliveries; the clocks must not carry that into the file."""
-    pod = stream_pod(*livekit_args(livekit_server, publisher))
+    """CPU contention delays frame deliveries; the clocks must not carry that into the file.
+    Video is timed by WebRTC's render time, or by the publisher's capture times where it sends
+    them (frame metadata)."""
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    start_publisher(room, options=["--frame-metadata"] if user_timestamps else [])
+    pod = stream_pod(*livekit_args(livekit_server, room))
     pod.wait_state("live")
     pod.start_recording(name="stalled", format="h264")
     pod.wait_recording("stalled", "recording")
@@ -212,6 +217,13 @@ async def test_a_pod_kept_off_the_cpu_keeps_audio_and_video_in_sync(
     # arrival times measured a median near 40 ms here.)
     assert statistics.median(offsets) <= 0.025, offsets
     assert sum(o <= 0.040 for o in offsets) >= 0.9 * len(offsets), offsets
+    # Frames keep the source's spacing: exactly (to the offset's slow slew) with the
+    # publisher's capture times, within a few ms of render-time jitter without them.
+    readable = [(t, c) for t, c in zip(report.times, report.counters, strict=True) if c is not None]
+    errors = [(t1 - t0) - (c1 - c0) / ts.FPS for (t0, c0), (t1, c1) in itertools.pairwise(readable)]
+    worst = max(abs(e) for e in errors)
+    print(f"frame spacing vs the source's: worst {worst * 1000:.1f} ms")
+    assert worst <= (0.002 if user_timestamps else 1 / ts.FPS), worst
 
 
 async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_part_2(

@@ -12,7 +12,6 @@ from haven_recorder.clock import (
     DelayEstimate,
     LowerEnvelope,
     RunningMean,
-    SlidingMedian,
     VideoClock,
 )
 
@@ -148,12 +147,3 @@ def test_running_mean_settles_at_once_then_forgets_slowly():
     )
     assert mean.add(10.0, 0.26) == pytest.approx(0.26)  # long after: the new value wins
     assert mean.add(10.5, 5.0) == pytest.approx(5.0)  # a jump past `reset` starts again
-
-
-def test_sliding_median_ignores_outliers_and_forgets_old_values():
-    med = SlidingMedian(window=1.0)
-    assert [med.add(t / 10, v) for t, v in enumerate([1.0, 1.2, 1.4, 1.1])] == pytest.approx(
-        [1.0, 1.1, 1.2, 1.15]
-    )
-    assert med.add(0.4, 1.3) == pytest.approx(1.2)
-    assert med.add(2.0, 1.05) == pytest.approx(1.05)  # the rest left the window
