@@ -20,7 +20,7 @@ import numpy as np
 from livekit import rtc
 
 from . import metrics
-from .clock import AudioClock, DelayEstimate, VideoClock
+from .clock import AudioClock, ClockLog, DelayEstimate, VideoClock
 from .fanout import FanOut
 from .frames import AudioFrame, StereoDetector, VideoFrame, remix
 from .health import Health, contained
@@ -349,7 +349,7 @@ class StreamManager:
 
     async def _read_video(self, track: rtc.Track) -> None:
         stream = rtc.VideoStream(track, format=rtc.VideoBufferType.I420, capacity=4)
-        clock = VideoClock()
+        clock, clock_log = VideoClock(), ClockLog()
         try:
             async for event in stream:
                 now = time.monotonic()
@@ -362,6 +362,8 @@ class StreamManager:
                     else None
                 )
                 pts = clock.capture_time(now, event.timestamp_us, delay, user_ts)
+                if clock_log:
+                    clock_log.write("v", t=now, r=event.timestamp_us, ut=user_ts, d=delay, pts=pts)
                 # The picture is turned upright by the handlers, in their threads.
                 rotation = ROTATION_DEGREES.get(event.rotation, 0)
                 frame = VideoFrame(f.width, f.height, f.data, pts, rotation)
@@ -383,14 +385,20 @@ class StreamManager:
         its channels clearly differ (see StereoDetector)."""
         stream = rtc.AudioStream(track, sample_rate=self.sample_rate, num_channels=2, capacity=50)
         self.info.sample_rate, self.info.channels = self.sample_rate, 2 if stereo else 1
-        clock = AudioClock(self.sample_rate)
+        clock, clock_log = AudioClock(self.sample_rate), ClockLog()
         detector = StereoDetector()
         try:
             async for event in stream:
                 f = event.frame
                 delay = self.receive_delay.get(rtc.TrackKind.KIND_AUDIO, 0.0)
-                pts = clock.capture_time(time.monotonic(), f.samples_per_channel, delay)
+                now = time.monotonic()
+                pts = clock.capture_time(now, f.samples_per_channel, delay)
                 data = bytes(f.data)
+                if clock_log:
+                    loud = int(np.abs(np.frombuffer(data, np.int16)).max(initial=0))
+                    clock_log.write(
+                        "a", t=now, s=f.samples_per_channel, d=delay, pts=pts, loud=loud
+                    )
                 if not stereo:
                     pcm = np.frombuffer(data, np.int16).reshape(-1, f.num_channels)
                     if detector.add(pcm):  # stereo from now on
