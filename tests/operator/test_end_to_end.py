@@ -160,6 +160,8 @@ def test_a_recording_runs_stops_and_leaves_a_file_that_decodes(
     stop(kubectl, namespace, "clip")
     st = wait_phase(kubectl, namespace, "clip", "Completed")
     assert st["videoCodec"] == "libx264" and st["audioCodec"] == "aac"  # the encoders
+    events = kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp").stdout
+    assert len(st["files"]) == 1, (st, events)
     (part,) = st["files"]
     path = volume_dir(kubectl, namespace, st["claimName"]) / part["path"]
     assert path.stat().st_size == part["sizeBytes"] == st["bytesWritten"]
