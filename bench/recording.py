@@ -71,18 +71,29 @@ async def stop_latency(fmt: str, width: int, height: int, seconds: float) -> dic
 
 
 def synthesize_parts(fmt: str, directory: Path, minutes: float, parts: int) -> list[Path]:
-    """Parts of a `minutes`-long recording at medium quality, fast: 20 s of the test signal
-    is encoded once by the recorder's PartWriter, then its packets are written again and again
-    (timestamps shifted) into each part with the recorder's crash-safe container options, so
-    the parts hold as many packets and bytes as real ones."""
+    """Parts of a `minutes`-long recording at medium quality, fast: 20 s of grainy pictures
+    (which fill the bitrate, as a real stream does; the clean test pattern compresses far
+    below it)
+    and the test tone are encoded once by the recorder's PartWriter, then their packets are
+    written again and again (timestamps shifted) into each part with the recorder's
+    crash-safe container options, so the parts hold as many packets and bytes as real ones."""
     import av
+    import numpy as np
 
     ext = FORMATS[fmt].extension
     sample = directory / f"sample.{ext}"
     writer = PartWriter(sample, fmt, "medium", audio=True, max_width=None)
+    rng = np.random.default_rng(1)
+    size = ts.WIDTH * ts.HEIGHT * 3 // 2
     pattern = ts.VideoPattern()
+    pictures = []
+    for i in range(8):  # the test pattern under grain, about as costly as a camera's picture
+        base = np.frombuffer(pattern.i420(i), np.uint8).astype(np.int16)
+        grain = rng.integers(-12, 13, size, dtype=np.int16)
+        pictures.append(np.clip(base + grain, 0, 255).astype(np.uint8).tobytes())
     for i in range(20 * ts.FPS):
-        writer.write_video(VideoFrame(ts.WIDTH, ts.HEIGHT, pattern.i420(i), 1000 + i / ts.FPS))
+        picture = pictures[i % len(pictures)]
+        writer.write_video(VideoFrame(ts.WIDTH, ts.HEIGHT, picture, 1000 + i / ts.FPS))
         for a in range(i * 100 // ts.FPS, (i + 1) * 100 // ts.FPS):
             pcm = ts.audio_samples(a * ts.AUDIO_FRAME_SAMPLES).tobytes()
             writer.write_audio(AudioFrame(pcm, ts.SAMPLE_RATE, 1, 1000 + a / 100))
@@ -99,7 +110,7 @@ def synthesize_parts(fmt: str, directory: Path, minutes: float, parts: int) -> l
                 str(path), "w", format=FORMATS[fmt].container,
                 options=_container_options(FORMATS[fmt]),
             ) as out:  # fmt: skip
-                outs = {s.index: out.add_stream_from_template(s) for s in streams}
+                outs = {s.index: out.add_stream_from_template(s, opaque=True) for s in streams}
                 for k in range(round(minutes * 60 / parts / span)):
                     for p in packets:
                         tb = p.stream.time_base
@@ -132,6 +143,7 @@ def join_time(fmt: str, minutes: float, parts: int) -> dict:
         "parts": parts,
         "minutes": f"{result.duration / 60:.1f}",
         "MB": f"{size / 1e6:.0f}",
+        "kbit/s": f"{size * 8 / 1000 / result.duration:.0f}",
         "join s": f"{seconds:.1f}",
         "MB/s": f"{size / 1e6 / seconds:.0f}",
         "packets": result.packets,

@@ -80,7 +80,7 @@ def _end_seconds(container: av.container.InputContainer, video_only: bool) -> tu
     ends: dict[int, int] = {}  # per stream, in its time base (integers: Fractions are slow)
     wanted = [s for s in container.streams if s.type in ("video", "audio")]
     for packet in container.demux(*wanted):
-        if packet.size == 0:
+        if packet.size == 0 or (packet.dts is None and packet.pts is None):
             continue
         index = packet.stream_index
         counts[index] = counts.get(index, 0) + 1
@@ -132,7 +132,7 @@ def runs(paths: list[Path]) -> list[list[Path]]:
 class Remuxed:
     packets: int  # written
     counts: dict[int, int]  # packets per stream index
-    parts_duration: float  # the sum of the parts' video durations, seconds
+    parts_duration: float  # the sum of the parts' durations (audio or video, the longer)
     notes: list[str]  # timestamps that had to be nudged
 
 
@@ -163,11 +163,11 @@ def remux(parts: list[Path], out: Path, container: str) -> Remuxed:
                 ends: dict[int, int] = {}
                 for packet in part.demux(*streams):
                     index = packet.stream_index
-                    if packet.size == 0 or packet.dts is None:
+                    if packet.size == 0 or (packet.dts is None and packet.pts is None):
                         continue
                     shift = shifts[index]
                     pts = packet.pts + shift if packet.pts is not None else None
-                    dts = packet.dts + shift
+                    dts = (packet.dts if packet.dts is not None else packet.pts) + shift
                     # Containers need rising timestamps per stream: a part's first audio packet
                     # (AAC priming) may reach back before the previous part's end.
                     last = last_dts.get(index)
@@ -186,18 +186,11 @@ def remux(parts: list[Path], out: Path, container: str) -> Remuxed:
                     output.mux(packet)
                     written += 1
                     counts[index] = counts.get(index, 0) + 1
-                parts_duration += max(
-                    (
-                        float(ends[s.index] * s.time_base)
-                        for s in streams
-                        if s.index in ends and s.type == "video"
-                    ),
-                    default=0.0,
-                )
                 offset += max(
                     (Fraction(ends[s.index]) * s.time_base for s in streams if s.index in ends),
                     default=Fraction(0),
                 )
+        parts_duration = float(offset)  # each part starts where the one before ends
     return Remuxed(written, counts, parts_duration, notes[:20])
 
 
@@ -215,15 +208,21 @@ def _decodes_at(path: Path, seconds: float) -> None:
 
 def check(out: Path, parts: list[Path], parts_duration: float, counts: dict[int, int]) -> float:
     """Check a joined file: every packet is there, it decodes at its start and past its
-    middle, and its duration is the parts' within JOIN_TOLERANCE. Returns its duration."""
+    middle, and its duration (audio or video, the longer) is the sum of the parts' within
+    JOIN_TOLERANCE. Returns its video's duration.
+
+    A part's audio can outlast its video (an encoder behind drops video first), so the next
+    part starts after the longer of the two: compared by video alone, a joined file would
+    seem longer than its parts."""
     with av.open(str(out)) as container:
-        duration, got = _end_seconds(container, video_only=True)
+        duration, got = _end_seconds(container, video_only=False)
     if got != counts:
         raise JoinError(f"{out.name} holds packets {got}, the parts {counts}")
     if abs(duration - parts_duration) > JOIN_TOLERANCE:
         raise JoinError(
             f"{out.name} lasts {duration:.2f}s, its parts {parts_duration:.2f}s together"
         )
+    duration = video_duration(out)
     _decodes_at(out, 0.0)
     _decodes_at(out, duration * 0.6)
     return duration

