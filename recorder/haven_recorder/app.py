@@ -44,6 +44,7 @@ from .recording import (
     SpecError,
     TooManyRecordings,
 )
+from .upload import Uploads
 from .viewer import ViewerHub
 from .writer import FORMATS, MAX_GAP_SECONDS, quality_table
 
@@ -150,6 +151,7 @@ class Pod:
             self.fanout,
             max_recordings=settings.max_recordings,
             channels=lambda: self.manager.info.channels or 1,
+            uploads=Uploads.create(settings.storage),
         )
         self.health = Health()
         self.manager.health = self.health  # it watches its track readers

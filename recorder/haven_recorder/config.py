@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .sources import PUMPFUN_API_URL, PUMPFUN_LIVEKIT_URL, LiveKitSource, PumpFunSource, Source
+from .upload import StorageSettings, add_storage_arguments, storage_from_args
 
 # Fields that hold a secret: never shown by `repr` (or anything that logs a Settings).
 SECRET_FIELDS = ("api_secret", "token", "control_token", "viewer_token")
@@ -54,6 +55,7 @@ class Settings:
     control_port: int
     log_level: str
     log_format: str
+    storage: StorageSettings | None = None  # object storage (upload.py): on with --s3-bucket
 
     def __repr__(self) -> str:
         fields = []
@@ -65,7 +67,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value this pod was given (for the log redactor)."""
-        return [v for v in (getattr(self, n) for n in SECRET_FIELDS) if v]
+        found = [v for v in (getattr(self, n) for n in SECRET_FIELDS) if v]
+        return found + (self.storage.secrets() if self.storage is not None else [])
 
     def control_open(self) -> str | None:
         """Why the control API may not serve as configured, or None: with no control token it
@@ -149,7 +152,9 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
     )
     p.add_argument("--log-level", default=e("LOG_LEVEL", "info"))
     p.add_argument("--log-format", choices=["json", "text"], default=e("LOG_FORMAT", "json"))
+    add_storage_arguments(p, env)
     a = p.parse_args(argv)
+    storage = storage_from_args(a, env, p.error)
     if not 1 <= a.jpeg_quality <= 100:
         p.error("--jpeg-quality must be 1..100")
     if not 0 < a.max_fps <= 60:
@@ -163,4 +168,4 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
     for name in SECRET_FIELDS:  # an empty secret (an empty env variable) is no secret
         if getattr(a, name) == "":
             setattr(a, name, None)
-    return Settings(**vars(a))
+    return Settings(**vars(a), storage=storage)

@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 
@@ -42,6 +43,9 @@ from .frames import AudioFrame, Frame, VideoFrame
 from .join import join_parts, remove_parts
 from .repair import fsync_dir, trim_to_whole_fragments
 from .writer import FORMATS, MAX_GAP_SECONDS, QUALITY, PartWriter, probe_duration
+
+if TYPE_CHECKING:
+    from .upload import RecordingUpload, Uploads
 
 log = logging.getLogger("haven.recording")
 
@@ -134,6 +138,11 @@ class PartInfo:
     durationSeconds: float = 0.0
     startedAt: str | None = None
     endedAt: str | None = None
+    # With object storage (upload.py): the object's s3://bucket/key, whether it is complete and
+    # verified, and the multipart upload's id and chunks already up (to resume it).
+    url: str | None = None
+    uploaded: bool | None = None
+    upload: dict[str, Any] | None = None
 
 
 @dataclass
@@ -198,6 +207,7 @@ class Recording:
         self._bad = [0, 0]  # video, audio frames the writer could not take
         self._drops_seen = 0
         self._last_drop: float | None = None
+        self.upload: RecordingUpload | None = None  # set by Uploads.attach
 
     # -- state on disk -----------------------------------------------------------------------
 
@@ -226,6 +236,7 @@ class Recording:
             "stoppedAt": p.stoppedAt,
             "joinedFrom": p.joinedFrom,
             "joinError": p.joinError,
+            **(self.upload.summary() if self.upload is not None else {}),
         }
 
     def _write_quietly(self, data: str) -> None:
@@ -582,7 +593,10 @@ class Recordings:
         fanout: FanOut,
         max_recordings: int = DEFAULT_MAX_RECORDINGS,
         channels: Callable[[], int] = _mono,
+        uploads: Uploads | None = None,
     ) -> None:
+        """`uploads`: object storage, if configured: every recording's parts go up."""
+        self.uploads = uploads
         self.root = root
         self.fanout = fanout
         self.channels = channels
@@ -611,6 +625,8 @@ class Recordings:
             if rec.active:
                 rec.start()
                 resumed.append(rec.spec.name)
+            if self.uploads is not None and rec.progress.reason != "StateUnreadable":
+                self.uploads.attach(rec)  # carries on where the last pod's upload was
         return resumed
 
     def start(self, spec: RecordingSpec) -> tuple[Recording, bool]:
@@ -632,8 +648,14 @@ class Recordings:
         rec = Recording(spec, self.root, self.fanout, self.channels)
         self.items[spec.name] = rec
         rec.start()
+        if self.uploads is not None:
+            self.uploads.attach(rec)
         return rec, True
 
     async def suspend_all(self) -> None:
         """Pod shutdown: finalize every open part; the recordings resume in the next pod."""
-        await asyncio.gather(*(r.suspend() for r in self.items.values() if r.active))
+        try:
+            await asyncio.gather(*(r.suspend() for r in self.items.values() if r.active))
+        finally:
+            if self.uploads is not None:  # the next pod carries on from the state on the volume
+                await self.uploads.stop()
