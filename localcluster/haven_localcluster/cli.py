@@ -3,7 +3,7 @@ cluster.
 
 haven-localcluster build            # build (or find cached) Go binaries
 haven-localcluster images           # build (or find cached) the container images
-haven-localcluster up               # cluster (control plane + node) and livekit-server, detached
+haven-localcluster up               # cluster (control plane + node), livekit-server, S3, detached
 haven-localcluster status
 haven-localcluster down [--purge]
 haven-localcluster demo             # the whole system in the foreground until Ctrl-C
@@ -31,6 +31,7 @@ from .network import NodeNetwork
 from .process import Proc, run_checked, stop
 from .publisher import spawn_publisher
 from .pumpfun import PumpFunStandIn
+from .s3server import S3Server
 
 STATE_FILE = "state.json"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -98,18 +99,40 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     cluster, lk = _start(args.state_dir, detach=True)
     assert lk.proc is not None and cluster.storage.proc is not None
+    s3 = S3Server(args.state_dir / "s3", detach=True, cluster_address=cluster.network.host_ip)
+    try:
+        s3.start()
+        s3.bucket("recordings")
+    except BaseException:
+        s3.stop()
+        lk.stop()
+        cluster.stop()
+        raise
+    assert s3.proc is not None
     record = {
         "server": cluster.server,
         "kubeconfig": str(cluster.kubeconfig),
         "network": cluster.network.index,
         "livekit": {"url": lk.url, "apiKey": lk.api_key, "apiSecret": lk.api_secret},
+        "s3": {
+            "endpoint": s3.endpoint,
+            "clusterEndpoint": s3.cluster_endpoint,
+            "bucket": "recordings",
+            "accessKeyId": s3.access_key_id,
+            "secretAccessKey": s3.secret_access_key,
+        },
         "procs": _proc_record("control-plane", cluster.control_plane.procs)
         + _proc_record("node", cluster.node.procs)
         + _proc_record("storage", [cluster.storage.proc])
-        + _proc_record("livekit", [lk.proc]),
+        + _proc_record("livekit", [lk.proc])
+        + _proc_record("s3", [s3.proc]),
     }
     state.write_text(json.dumps(record, indent=2))
     print(_usage(args.state_dir, cluster, lk))
+    print(
+        f"  S3 (versitygw): {s3.endpoint} (from pods {s3.cluster_endpoint})  bucket recordings  "
+        f"access key {s3.access_key_id}  secret {s3.secret_access_key}"
+    )
     return 0
 
 
@@ -130,13 +153,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{p.name:26} pid {p.pid:<8} {'running' if p.alive() else 'STOPPED'}   log {p.log}")
     print(f"apiserver {record['server']}  kubeconfig {record['kubeconfig']}")
     print(f"livekit   {record['livekit']['url']}")
+    if "s3" in record:
+        print(f"s3        {record['s3']['endpoint']}  bucket {record['s3']['bucket']}")
     return 0 if all(p.alive() for _, p in procs) else 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     if (args.state_dir / STATE_FILE).exists():
         record, procs = _recorded(args.state_dir)
-        stop([p for group, p in procs if group == "livekit"])
+        stop([p for group, p in procs if group in ("livekit", "s3")])
         cluster = LocalCluster(args.state_dir, {}, network=NodeNetwork(record["network"]))
         cluster.control_plane.procs = [p for g, p in procs if g == "control-plane"]
         cluster.node.procs = [p for g, p in procs if g == "node"]

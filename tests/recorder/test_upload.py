@@ -22,7 +22,7 @@ from .conftest import livekit_args
 from .noise_publisher import spawn_noise_publisher
 
 CHUNK = MIN_CHUNK_BYTES  # the smallest S3 allows: a few seconds of 720p H.264 at high quality
-RECORDING = {"format": "h264", "quality": "high"}
+RECORDING = {"format": "h264", "quality": "high", "audio": False}  # the noise has no sound
 
 
 @pytest.fixture
@@ -53,15 +53,13 @@ def storage_args(
     ]  # fmt: skip
 
 
-def fetch(s3: S3Server, bucket: str, key: str) -> bytes:
-    async def get() -> bytes:
-        client = s3.client(bucket)
-        try:
-            return await client.get_object(key)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(get())
+async def fetch(s3: S3Server, bucket: str, key: str) -> bytes:
+    """The object, by GetObject."""
+    client = s3.client(bucket)
+    try:
+        return await client.get_object(key)
+    finally:
+        await client.aclose()
 
 
 async def wait_for(pod: StreamPod, name: str, check, seconds: float, what: str) -> dict:
@@ -88,13 +86,13 @@ def growing_chunks_up(rec: dict) -> int:
     )
 
 
-def assert_all_uploaded(s3: S3Server, bucket: str, root: Path, rec: dict) -> None:
+async def assert_all_uploaded(s3: S3Server, bucket: str, root: Path, rec: dict) -> None:
     """Every file of the recording is an object equal to it, byte for byte."""
     assert rec["uploaded"] is True and rec["upload"]["reason"] == "Uploaded", rec
     for part in rec["parts"]:
         assert part["uploaded"] is True and part["url"] == f"s3://{bucket}/rec/{part['path']}"
         local = (root / part["path"]).read_bytes()
-        assert fetch(s3, bucket, f"rec/{part['path']}") == local, part["path"]
+        assert await fetch(s3, bucket, f"rec/{part['path']}") == local, part["path"]
         assert s3.object_path(bucket, f"rec/{part['path']}").read_bytes() == local
 
 
@@ -118,6 +116,91 @@ async def test_a_recording_goes_up_while_it_records_and_equals_the_local_files(
     final = await wait_for(pod, "up", lambda r: r.get("uploaded"), 120, "uploaded")
     # The parts were joined into one file (join.py): that file is the object now.
     assert "up/up.mp4" in [p["path"] for p in final["parts"]], final
-    assert_all_uploaded(s3_server, bucket, pod.recordings, final)
+    await assert_all_uploaded(s3_server, bucket, pod.recordings, final)
     metrics = pod.http("GET", "/metrics").text
     assert 'haven_upload_bytes_total{recording="up"}' in metrics
+
+
+async def test_the_server_killed_mid_recording_and_back_loses_nothing(
+    livekit_server, noise_room, stream_pod, s3_server, tmp_path
+):
+    bucket = s3_server.bucket(f"outage-{uuid.uuid4().hex[:8]}")
+    args = livekit_args(livekit_server, noise_room)
+    pod = stream_pod(*args, *storage_args(s3_server, bucket, tmp_path))
+    pod.wait_state("live")
+    pod.start_recording(name="outage", **RECORDING)
+    await wait_for(pod, "outage", lambda r: growing_chunks_up(r) >= 1, 120, "a chunk up")
+    s3_server.kill()
+    try:
+        down = await wait_for(
+            pod, "outage", lambda r: r["upload"]["reason"] == "UploadFailed", 120, "failing"
+        )
+        assert down["uploaded"] is False and down["upload"]["message"], down
+        assert down["state"] == "recording", down  # the recording carries on
+        await asyncio.sleep(5)
+    finally:
+        s3_server.start()  # same port, same data: the upload in progress is still there
+    pod.stop_recording("outage")
+    final = await wait_for(pod, "outage", lambda r: r.get("uploaded"), 180, "uploaded")
+    assert final["upload"]["failures"] >= 1, final
+    await assert_all_uploaded(s3_server, bucket, pod.recordings, final)
+    assert "haven_upload_failures_total" in pod.http("GET", "/metrics").text
+
+
+async def test_wrong_keys_say_so_and_keep_the_local_files(
+    livekit_server, noise_room, stream_pod, s3_server, tmp_path
+):
+    bucket = s3_server.bucket(f"keys-{uuid.uuid4().hex[:8]}")
+    args = livekit_args(livekit_server, noise_room)
+    flags = storage_args(
+        s3_server, bucket, tmp_path, "--delete-local-after-upload", "true", secret="not-the-key"
+    )
+    pod = stream_pod(*args, *flags)
+    pod.wait_state("live")
+    pod.start_recording(name="keys", **RECORDING)
+    failing = await wait_for(
+        pod, "keys", lambda r: r.get("upload", {}).get("reason") == "UploadFailed", 120, "failing"
+    )
+    assert "SignatureDoesNotMatch" in failing["upload"]["message"], failing
+    final = pod.stop_recording("keys")
+    await asyncio.sleep(3)  # retries go on; nothing is deleted
+    final = pod.recording("keys")
+    assert final["state"] == "completed" and final["uploaded"] is False, final
+    assert final["upload"]["reason"] == "UploadFailed", final
+    assert "SignatureDoesNotMatch" in final["upload"]["message"], final
+    for part in final["parts"]:
+        assert part["uploaded"] is False
+        assert (pod.recordings / part["path"]).stat().st_size == part["sizeBytes"] > 0, part
+    assert not list(s3_server.data_dir.joinpath(bucket).rglob("*.mp4"))
+
+
+async def test_a_pod_killed_mid_upload_is_resumed_by_the_next(
+    livekit_server, noise_room, stream_pod, s3_server, tmp_path
+):
+    bucket = s3_server.bucket(f"resume-{uuid.uuid4().hex[:8]}")
+    args = [*livekit_args(livekit_server, noise_room), *storage_args(s3_server, bucket, tmp_path)]
+    pod = stream_pod(*args)
+    pod.wait_state("live")
+    pod.start_recording(name="resume", **RECORDING)
+    before = await wait_for(pod, "resume", lambda r: growing_chunks_up(r) >= 1, 120, "a chunk up")
+    pod.kill()  # SIGKILL, mid-upload
+    state = json.loads((pod.recordings / "resume" / "recording.json").read_text())
+    started = {p["path"]: p["upload"]["uploadId"] for p in state["parts"] if p.get("upload")}
+    assert any(started.values()), state
+
+    again = stream_pod(*args, recordings=pod.recordings)
+    again.wait_state("live")
+    first = next(path for path, upload_id in started.items() if upload_id)
+
+    def carried_on(rec: dict) -> bool:  # the killed pod's upload, completed by the next
+        part = next((p for p in rec["parts"] if p["path"] == first), None)
+        return bool(part and part["uploaded"] and part["upload"]["uploadId"] == started[first])
+
+    resumed = await wait_for(again, "resume", carried_on, 180, f"{first} uploaded")
+    assert len(resumed["parts"]) >= 2 and resumed["state"] == "recording", resumed
+    local = (again.recordings / first).read_bytes()  # as the next pod cut it back, if it did
+    assert await fetch(s3_server, bucket, f"rec/{first}") == local
+    again.stop_recording("resume")
+    final = await wait_for(again, "resume", lambda r: r.get("uploaded"), 180, "uploaded")
+    await assert_all_uploaded(s3_server, bucket, again.recordings, final)
+    assert before["state"] == "recording", before
