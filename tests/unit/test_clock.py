@@ -12,6 +12,7 @@ from haven_recorder.clock import (
     DelayEstimate,
     LowerEnvelope,
     RunningMean,
+    SlidingQuantile,
     VideoClock,
 )
 
@@ -147,3 +148,12 @@ def test_running_mean_settles_at_once_then_forgets_slowly():
     )
     assert mean.add(10.0, 0.26) == pytest.approx(0.26)  # long after: the new value wins
     assert mean.add(10.5, 5.0) == pytest.approx(5.0)  # a jump past `reset` starts again
+
+
+def test_sliding_quantile_ignores_a_few_low_outliers_and_forgets_old_values():
+    low = SlidingQuantile(window=1.0, quantile=0.1)
+    values = [1.0 + 0.01 * (i % 10) for i in range(50)]
+    values[20] = 0.5  # one reading far too low
+    got = [low.add(i / 100, v) for i, v in enumerate(values)]
+    assert min(got[21:]) >= 1.0  # the outlier is not the answer
+    assert low.add(3.0, 2.0) == 2.0  # the rest left the window
