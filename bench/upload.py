@@ -100,10 +100,9 @@ async def record(server: S3Server | None, seconds: float) -> dict:
                 n += 1
             await asyncio.sleep(0.005)
         used, wall = cpu() - c0, time.monotonic() - start
+        uploaded = rec.to_json().get("upload", {}).get("bytesUploaded", 0)  # before the join
         final = await rec.stop()
-        uploaded = 0
-        if rec.upload is not None:
-            uploaded = final["upload"]["bytesUploaded"]
+        if uploads is not None:
             await uploads.stop()
     return {
         "uploads": "on" if server else "off",
@@ -124,13 +123,20 @@ def main() -> None:
         try:
             server.bucket(BUCKET)
             print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-            print_table([asyncio.run(throughput(server, a.megabytes))])
+            first = asyncio.run(throughput(server, a.megabytes))
+            print_table([first])
             rows = [asyncio.run(record(None, a.seconds)), asyncio.run(record(server, a.seconds))]
             extra = rows[1]["CPU cores"] - rows[0]["CPU cores"]
             for row in rows:
                 row["CPU cores"] = f"{row['CPU cores']:.2f}"
             print_table(rows)
-            print(f"extra CPU while uploading: {extra:+.2f} cores")
+            print(f"extra CPU while uploading, measured: {extra:+.2f} cores (noisy under load)")
+            rate = float(rows[1]["written MB"]) / a.seconds  # MB/s the recording wrote
+            per_gb = float(first["CPU s per GB"])
+            print(
+                f"extra CPU while uploading, from the upload's own cost: {per_gb:.1f} CPU s/GB x "
+                f"{rate:.2f} MB/s = {per_gb * rate / 1000:.4f} cores"
+            )
         finally:
             server.stop()
 

@@ -316,7 +316,7 @@ class Uploads:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for upload in self.items.values():
-            upload.close()
+            await asyncio.to_thread(upload.close)  # its last state writes land first
         await self.client.aclose()
 
 
@@ -380,8 +380,9 @@ class RecordingUpload:
         self._dirty = False
 
     def close(self) -> None:
+        """Wait for the state writes queued on our thread (blocking)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown(wait=True)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -450,6 +451,8 @@ class RecordingUpload:
                     if self._dirty:
                         self._save()
                     log.info("recording %s: every file is in the bucket", self.name)
+                    if self._executor is not None:  # its queued writes still run
+                        self._executor.shutdown(wait=False)
                     return
             if self._dirty:
                 self._save()
