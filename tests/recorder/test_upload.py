@@ -200,7 +200,7 @@ async def test_a_pod_killed_mid_upload_is_resumed_by_the_next(
         return bool(part and part["uploaded"] and part["upload"]["uploadId"] == started[first])
 
     resumed = await wait_for(again, "resume", carried_on, 180, f"{first} uploaded")
-    assert len(resumed["parts"]) >= 2 and resumed["state"] == "recording", resumed
+    assert len(resumed["parts"]) >= 2 and resumed["state"] in ("starting", "recording"), resumed
     local = (again.recordings / first).read_bytes()  # as the next pod cut it back, if it did
     assert await fetch(s3_server, bucket, f"rec/{first}") == local
     again.stop_recording("resume")
