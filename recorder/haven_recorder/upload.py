@@ -602,6 +602,7 @@ class RecordingUpload:
                 f"verifying {path.name}",
             )
             state["uploadId"], state["chunks"] = None, []
+            await asyncio.sleep(self.settings.retry_max_seconds)  # not a loop of new uploads
             return False
         return await self._verified(part, path, state, head.etag)
 
