@@ -58,8 +58,12 @@ def pod_base_url(endpoint: str) -> str:
 
 
 def file_url(base_url: str, recording: str, part_path: str) -> str:
-    name = posixpath.basename(part_path)
-    return f"{base_url}/recordings/{quote(recording, safe='')}/files/{quote(name, safe='')}"
+    """The pod's URL for one of a recording's files. The pod knows the recording by the name
+    the operator gave it, which is the directory of its files' paths (`status.files[].path` is
+    `<pod's name>/<file>`); it may differ from the Recording's name."""
+    directory, name = posixpath.split(part_path)
+    pod_name = directory or recording
+    return f"{base_url}/recordings/{quote(pod_name, safe='')}/files/{quote(name, safe='')}"
 
 
 class PodFile:

@@ -74,6 +74,12 @@ def test_the_whole_file_a_range_and_an_unsatisfiable_one(pods):
     status, headers, body = asyncio.run(fetch(pod, "bytes=100-199"))
     assert status == 206 and body == data[100:200]
     assert headers["content-range"] == f"bytes 100-199/{len(data)}"
+    # the pod's name for the recording is its files' directory, not the Recording's name
+    other = asyncio.run(
+        open_part(pod, TOKEN, "the-recordings-name", "rec-1/rec-1-part001.webm", None)
+    )
+    assert other.status == 200
+    asyncio.run(other.close())
     status, headers, body = asyncio.run(fetch(pod, "bytes=-10"))
     assert status == 206 and body == data[-10:]
     status, headers, _ = asyncio.run(fetch(pod, f"bytes={len(data) + 5}-"))
