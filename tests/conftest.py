@@ -28,7 +28,8 @@ from haven_localcluster.process import Proc, stop
 from haven_localcluster.publisher import spawn_publisher
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
-pytest_plugins = ["tests.release_fixtures"]  # the chart's operator and gateway, pump.fun
+# The chart's operator and gateway, pump.fun; the S3-compatible server.
+pytest_plugins = ["tests.release_fixtures", "tests.s3_fixtures"]
 
 
 def stage(item: pytest.Item) -> int:
