@@ -244,7 +244,7 @@ def test_schemathesis_finds_no_server_error(gateway, tmp_path):
             "--header", f"Authorization: Bearer {gateway.token}",
             "--request-timeout", "90",
         ],
-        capture_output=True, text=True, timeout=880,
+        capture_output=True, text=True, timeout=880, cwd=tmp_path,  # its cache goes there
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
