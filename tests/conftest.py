@@ -24,7 +24,7 @@ from haven_localcluster.cluster import LocalCluster
 from haven_localcluster.images import Image, ensure_images
 from haven_localcluster.livekit import LiveKitServer
 from haven_localcluster.network import NodeNetwork, free_network
-from haven_localcluster.process import Proc, stop
+from haven_localcluster.process import Proc, normal_scheduling, stop
 from haven_localcluster.publisher import spawn_publisher
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
@@ -52,6 +52,15 @@ def report(config: pytest.Config, line: str) -> None:
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None:
         terminal.write_line(line)
+
+
+@pytest.fixture(autouse=True)
+def normal_priority() -> Iterator[None]:
+    """A test that used the livekit SDK in this process may leave its thread real-time (see
+    process.normal_scheduling): put it back, so the session's own work and whatever it starts
+    later share the CPU as usual."""
+    yield
+    normal_scheduling()
 
 
 @pytest.fixture(scope="session")

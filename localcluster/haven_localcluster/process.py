@@ -51,6 +51,20 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def normal_scheduling() -> None:
+    """Put the calling thread under the normal time-sharing policy. The livekit SDK's WebRTC
+    makes threads of a process that uses it in-process real-time (SCHED_FIFO 99) where it
+    may, as root here, the calling thread among them; a child inherits the policy of the
+    thread that starts it, and a real-time apiserver, containerd or pod starves everything
+    else on two cores (a real-time `ctr images import` ran past its 300 s limit)."""
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def _child_of_this_process() -> None:
+    normal_scheduling()
+    _die_with_parent()
+
+
 @dataclass
 class Proc:
     name: str
@@ -96,7 +110,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop them
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=normal_scheduling if detach else _child_of_this_process,
             env={**os.environ, **(env or {})},
         )
     return Proc(name, popen.pid, list(argv), log, popen)
@@ -152,7 +166,10 @@ def run(
 ) -> subprocess.CompletedProcess:
     """Run a short command and capture its output; with `check`, a failure is a RuntimeError
     that carries its stderr."""
-    proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        list(argv), input=input, capture_output=True, text=True, timeout=timeout,
+        preexec_fn=normal_scheduling,
+    )  # fmt: skip
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} ... failed:\n{proc.stderr.strip()}")
     return proc
