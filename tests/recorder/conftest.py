@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 import simplejpeg
 
 from haven_localcluster import testsignal as ts
+from haven_localcluster.process import stop
+from haven_localcluster.publisher import spawn_publisher
 from haven_localcluster.streampod import StreamPod, livekit_args
 
 __all__ = ["StreamPod", "decode_video_message", "livekit_args"]
@@ -32,6 +35,23 @@ def stream_pod(tmp_path: Path) -> Iterator[Callable[..., StreamPod]]:
     yield start
     for pod in pods:
         pod.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_pod(livekit_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamPod]:
+    """One publisher and one live stream pod with default flags, for the tests that only
+    record or watch (each stops what it starts)."""
+    room = f"shared-{uuid.uuid4().hex[:8]}"
+    root = tmp_path_factory.mktemp("shared-pod")
+    server = livekit_server
+    publisher = spawn_publisher(server.url, server.api_key, server.api_secret, room, root)
+    pod = StreamPod(livekit_args(server, room), root / "recordings", root / "pod").start()
+    try:
+        pod.wait_state("live")
+        yield pod
+    finally:
+        pod.stop()
+        stop([publisher])
 
 
 def decode_video_message(message: str | bytes) -> tuple[int | None, int, int]:

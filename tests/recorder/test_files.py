@@ -6,31 +6,16 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from haven_localcluster.process import stop
-from haven_localcluster.publisher import spawn_publisher
-
-from .conftest import StreamPod, livekit_args
+from .conftest import StreamPod
 
 
-@pytest.fixture(scope="module")
-def pod(livekit_server, tmp_path_factory) -> Iterator[StreamPod]:
-    room = f"files-{uuid.uuid4().hex[:8]}"
-    root = tmp_path_factory.mktemp("files-pod")
-    server = livekit_server
-    publisher = spawn_publisher(server.url, server.api_key, server.api_secret, room, root)
-    pod = StreamPod(livekit_args(server, room), root / "recordings", root / "pod").start()
-    try:
-        pod.wait_state("live")
-        yield pod
-    finally:
-        pod.stop()
-        stop([publisher])
+@pytest.fixture
+def pod(shared_pod: StreamPod) -> StreamPod:
+    return shared_pod  # one live pod for this module's tests
 
 
 def listing(pod: StreamPod, name: str) -> list[dict]:

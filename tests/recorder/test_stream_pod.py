@@ -12,7 +12,6 @@ import socket
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,28 +20,9 @@ from livekit import api
 
 from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
-from haven_localcluster.process import stop
-from haven_localcluster.publisher import spawn_publisher
 from haven_recorder.repair import whole_fragments_end
 
 from .conftest import StreamPod, decode_video_message, livekit_args
-
-
-@pytest.fixture(scope="module")
-def shared_pod(livekit_server, tmp_path_factory) -> Iterator[StreamPod]:
-    """One publisher and one live stream pod with default flags, for the tests that only
-    record or watch (each stops what it starts)."""
-    room = f"shared-{uuid.uuid4().hex[:8]}"
-    root = tmp_path_factory.mktemp("shared-pod")
-    server = livekit_server
-    publisher = spawn_publisher(server.url, server.api_key, server.api_secret, room, root)
-    pod = StreamPod(livekit_args(server, room), root / "recordings", root / "pod").start()
-    try:
-        pod.wait_state("live")
-        yield pod
-    finally:
-        pod.stop()
-        stop([publisher])
 
 
 def metric(pod: StreamPod, prefix: str, missing: float | None = None) -> float:
