@@ -150,7 +150,10 @@ class VideoClock:
             estimate = now - delay
         else:
             rendered = timestamp_us / 1e6
-            estimate = rendered + self._offset.add(now, self._lag.add(now, now - rendered) - delay)
+            # The average runs on the source's clock: a burst of late frames after a stall is
+            # spread over their own spacing, not taken in one step.
+            lag = self._lag.add(now, now - rendered) - delay
+            estimate = rendered + self._offset.add(rendered, lag)
         if user_timestamp_us is None:
             return estimate
         captured = user_timestamp_us / 1e6
@@ -158,7 +161,7 @@ class VideoClock:
         if self._user_last is not None and abs(lag - self._user_last) > USER_RESET_SECONDS:
             self._user_lag = SlidingQuantile(USER_OFFSET_SECONDS, USER_QUANTILE)  # clock reset
         self._user_last = lag
-        return captured + self._user_offset.add(now, self._user_lag.add(now, lag))
+        return captured + self._user_offset.add(captured, self._user_lag.add(now, lag))
 
 
 class AudioClock:

@@ -15,6 +15,7 @@ import yaml
 from haven_localcluster.cluster import LocalCluster
 
 BASE = "base"  # images' keys; the base image has Debian's python3 and a shell
+CONTROL_TOKEN = "node-test-control-token"
 
 
 def apply(kubectl, namespace: str, *docs: dict) -> None:
@@ -68,8 +69,12 @@ def test_a_deployment_of_the_stream_pod_image_becomes_ready(
         "env": [
             {"name": "HAVEN_LIVEKIT_API_KEY", "value": livekit_server.api_key},
             {"name": "HAVEN_LIVEKIT_API_SECRET", "value": livekit_server.api_secret},
+            {"name": "HAVEN_CONTROL_TOKEN", "value": CONTROL_TOKEN},  # it fails closed without
         ],
-        "ports": [{"containerPort": 8080, "name": "http"}],
+        "ports": [
+            {"containerPort": 8080, "name": "http"},
+            {"containerPort": 8081, "name": "control"},
+        ],
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
         "securityContext": {
             "readOnlyRootFilesystem": True,
@@ -105,13 +110,22 @@ def test_a_deployment_of_the_stream_pod_image_becomes_ready(
         },
     }
     apply(kubectl, namespace, deployment)
-    kubectl("rollout", "status", "-n", namespace, "deployment/stream", "--timeout=180s")
+    rollout = kubectl(
+        "rollout", "status", "-n", namespace, "deployment/stream", "--timeout=100s", check=False
+    )
+    if rollout.returncode != 0:  # say why: the pod's events and its last output
+        events = kubectl("get", "events", "-n", namespace, check=False).stdout
+        logs = kubectl("logs", "-n", namespace, "deployment/stream", "--previous", check=False)
+        raise AssertionError(f"not ready: {rollout.stderr}\n{events}\n{logs.stdout[-3000:]}")
     pods = get_json(kubectl, namespace, "pods", "-l", "app=stream")["items"]
     assert len(pods) == 1
     ip = pods[0]["status"]["podIP"]
 
     def pod_status() -> dict:
-        with urllib.request.urlopen(f"http://{ip}:8080/status", timeout=5) as resp:
+        request = urllib.request.Request(
+            f"http://{ip}:8081/status", headers={"Authorization": f"Bearer {CONTROL_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return json.load(resp)
 
     # Ready means serving; live follows once the publisher's first frames arrive.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+import uuid
 
 import pytest
 from livekit import api
@@ -70,7 +71,7 @@ async def test_a_revoked_join_shows_in_the_pods_state_and_it_recovers(
         "--source", "pumpfun", "--mint-id", MINT, "--pumpfun-api-url", standin.url,
         "--pumpfun-livekit-url", livekit_server.url,
     ]  # fmt: skip
-    room = f"pump-{MINT[:8]}"
+    room = f"pump-{MINT[:8]}-{uuid.uuid4().hex[:6]}"  # own room: stale viewers linger
     start_publisher(room)
     standin.live[MINT] = room
     pod = stream_pod(*args)
@@ -104,7 +105,7 @@ async def test_pod_on_a_pumpfun_mint_goes_live_and_refreshes_an_expired_token(
     offline = pod.wait_state("offline", reason="NotLive")
     assert MINT in offline["message"]
 
-    room = f"pump-{MINT[:8]}"
+    room = f"pump-{MINT[:8]}-{uuid.uuid4().hex[:6]}"  # own room: stale viewers linger
     start_publisher(room)
     standin.live[MINT] = room
     pod.wait_state("live", timeout=60)

@@ -198,13 +198,24 @@ async def test_a_pod_kept_off_the_cpu_keeps_audio_and_video_in_sync(
     assert statistics.median(offsets) <= 0.025, offsets
     assert sum(o <= 0.040 for o in offsets) >= 0.9 * len(offsets), offsets
     # Frames keep the source's spacing: with the publisher's capture times exactly but for the
-    # offset's slew (1.1-1.9 ms measured; render time alone: 13-17 ms), without them within a
-    # frame.
+    # offset's slew (1.1-1.9 ms a frame measured; render time alone: 13-17 ms), without them
+    # within a frame. Between readable frames further apart (frames dropped), the slew adds up
+    # over the gap: it is compared per frame of the source.
     readable = [(t, c) for t, c in zip(report.times, report.counters, strict=True) if c is not None]
-    errors = [(t1 - t0) - (c1 - c0) / ts.FPS for (t0, c0), (t1, c1) in itertools.pairwise(readable)]
-    worst = max(abs(e) for e in errors)
-    print(f"frame spacing vs the source's: worst {worst * 1000:.1f} ms")
-    assert worst <= (0.005 if user_timestamps else 1 / ts.FPS), worst
+    errors = [
+        (abs((t1 - t0) - (c1 - c0) / ts.FPS), c1 - c0)
+        for (t0, c0), (t1, c1) in itertools.pairwise(readable)
+    ]
+    worst, gap = max(errors)
+    slew, slew_gap = max(errors, key=lambda e: e[0] / e[1])
+    print(
+        f"frame spacing vs the source's: worst {worst * 1000:.1f} ms over {gap} frame(s); "
+        f"worst a frame {slew / slew_gap * 1000:.1f} ms ({slew * 1000:.1f} ms over {slew_gap})"
+    )
+    if user_timestamps:
+        assert slew / slew_gap <= 0.005, errors
+    else:
+        assert worst <= 1 / ts.FPS, errors
 
 
 async def test_sigkill_leaves_a_decodable_file_and_the_recording_resumes_into_part_2(

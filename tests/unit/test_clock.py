@@ -99,6 +99,24 @@ def test_video_offset_slews_instead_of_stepping():
     assert last == pytest.approx(179 / 30 + 0.05 - 0.01 - 0.05, abs=0.003)  # and it got there
 
 
+def test_a_burst_after_a_stall_spreads_the_offsets_slew_over_the_frames():
+    """Frames held back by a 150 ms stall arrive at once; a delay reading that changed meanwhile
+    is slewed in over the frames' own spacing (media time), not in the first frame after it."""
+    for user in (False, True):
+        clock, pts = VideoClock(), []
+        for n in range(240):
+            captured = n / 30
+            rendered = captured + 0.05
+            late = max(0.0, 4.15 - captured) if captured >= 4.0 else 0.0  # the stall at 4 s
+            delay = 0.02 if captured < 4.0 else 0.12
+            user_us = round((captured + 500) * 1e6) if user else None
+            pts.append(
+                clock.capture_time(rendered - 0.01 + late, round(rendered * 1e6), delay, user_us)
+            )
+        worst = max(abs((b - a) - 1 / 30) for a, b in itertools.pairwise(pts))
+        assert worst < 0.004, (user, worst)  # 100 ms over 1 s of frames: 3.3 ms a frame
+
+
 def test_user_timestamps_keep_the_publishers_timing_through_noisy_estimates():
     """With the publisher's capture times, frame spacing is exact whatever the render-time
     estimate does; only the offset to the pod's clock comes from the estimates."""
