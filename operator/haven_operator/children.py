@@ -215,10 +215,15 @@ def deployment(body: dict, settings: Settings, token: str = "") -> dict[str, Any
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         ],
     }
-    if pod.get("nodeSelector"):
-        pod_spec["nodeSelector"] = pod["nodeSelector"]
-    if pod.get("tolerations"):
-        pod_spec["tolerations"] = pod["tolerations"]
+    # The LiveStream's spec.pod overrides the operator's defaults (the chart's streamPod).
+    if node_selector := pod.get("nodeSelector") or settings.pod_node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations := pod.get("tolerations") or settings.pod_tolerations:
+        pod_spec["tolerations"] = tolerations
+    if priority_class := pod.get("priorityClassName") or settings.pod_priority_class:
+        pod_spec["priorityClassName"] = priority_class
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = settings.image_pull_secrets
     selector = {f"{GROUP}/livestream": ls}
     return {
         "apiVersion": "apps/v1",

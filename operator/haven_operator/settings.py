@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_POD_RESOURCES = {
     "requests": {"cpu": "500m", "memory": "512Mi"},
@@ -20,6 +21,11 @@ class Settings:
     pumpfun_api_url: str = "https://livestream-api.pump.fun"
     pumpfun_livekit_url: str = "wss://pump-prod-tg2x8veh.livekit.cloud"
     pod_resources: dict = field(default_factory=lambda: DEFAULT_POD_RESOURCES)
+    # Stream-pod defaults a LiveStream's spec.pod may override (the chart's streamPod values).
+    pod_node_selector: dict = field(default_factory=dict)
+    pod_tolerations: list = field(default_factory=list)
+    pod_priority_class: str = ""
+    image_pull_secrets: list = field(default_factory=list)  # [{"name": ...}], every stream pod
     pod_port: int = 8080  # the stream pod's viewer port (page, /stream, probes)
     control_port: int = 8081  # its control API and /metrics: what the operator calls
     status_interval: float = 5.0  # seconds between looks at each pod's state
@@ -38,12 +44,21 @@ class Settings:
             return env.get(f"HAVEN_{name}", default)
 
         resources = get("STREAM_POD_RESOURCES", "")
+
+        def get_json(name: str, default: Any) -> Any:
+            raw = get(name, "")
+            return json.loads(raw) if raw else default
+
         return cls(
             stream_pod_image=get("STREAM_POD_IMAGE", d.stream_pod_image),
             image_pull_policy=get("IMAGE_PULL_POLICY", d.image_pull_policy),
             pumpfun_api_url=get("PUMPFUN_API_URL", d.pumpfun_api_url),
             pumpfun_livekit_url=get("PUMPFUN_LIVEKIT_URL", d.pumpfun_livekit_url),
             pod_resources=json.loads(resources) if resources else d.pod_resources,
+            pod_node_selector=get_json("STREAM_POD_NODE_SELECTOR", d.pod_node_selector),
+            pod_tolerations=get_json("STREAM_POD_TOLERATIONS", d.pod_tolerations),
+            pod_priority_class=get("STREAM_POD_PRIORITY_CLASS", d.pod_priority_class),
+            image_pull_secrets=get_json("IMAGE_PULL_SECRETS", d.image_pull_secrets),
             status_interval=float(get("STATUS_INTERVAL", str(d.status_interval))),
             counter_interval=float(get("COUNTER_INTERVAL", str(d.counter_interval))),
             pod_address=get("POD_ADDRESS", d.pod_address),
