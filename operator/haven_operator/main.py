@@ -8,10 +8,26 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from . import indices, livestream, recording  # noqa: F401  (registers the handlers)
+from . import archive, indices, livestream, recording  # noqa: F401  (registers the handlers)
 from .kube import Kube, load_config
 from .pods import Tokens
 from .settings import Settings
+
+__all__ = ["LEADER", "load_config", "serve_metrics"]
+
+LEADER = prometheus_client.Gauge(
+    "haven_operator_leader", "1 while this replica holds the Lease and runs the handlers"
+)
+_serving: list[int] = []
+
+
+def serve_metrics() -> None:
+    """Start the metrics server once (a standby serves it too: haven_operator_leader 0)."""
+    port = Settings.from_env().metrics_port
+    if port and not _serving:
+        prometheus_client.start_http_server(port)
+        _serving.append(port)
+        logging.getLogger("haven_operator").info("metrics on :%d/metrics", port)
 
 
 @kopf.on.startup()
@@ -41,7 +57,4 @@ def configure(
         prefix="streams.haven.dev", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "streams.haven.dev/finalizer"
-    port = int(memo.settings.metrics_port)
-    if port:
-        prometheus_client.start_http_server(port)
-        logger.info("metrics on :%d/metrics", port)
+    serve_metrics()

@@ -1,0 +1,226 @@
+"""Leader election on a coordination.k8s.io Lease: of several operator replicas only the one
+holding the Lease runs kopf; the others wait and take over once it stops renewing.
+
+kopf's own peering pauses lower-priority operators, but peers of equal priority all freeze, so
+it cannot pick one of identical replicas. This follows client-go's leaderelection instead:
+
+- The Lease (made by the chart; the RBAC allows get and update of that one name only) holds
+  holderIdentity, leaseDurationSeconds, renewTime. Writes are compare-and-swap on its
+  resourceVersion, so of two candidates exactly one wins.
+- A candidate takes the Lease when it has no holder, or when the holder's record has not
+  changed for leaseDurationSeconds on the candidate's own clock (no clock skew matters).
+- The leader renews every `retry` seconds. If it cannot renew for `renew_deadline` (shorter
+  than the lease duration), or sees another holder, it has lost: the process exits at once
+  (before anyone else may take the Lease), and the pod restarts as a candidate.
+- A leader that stops cleanly (SIGTERM) gives the Lease up, so the standby takes over within
+  one `retry` period instead of a lease duration.
+
+The decisions are pure functions (time passed in); LeaseElector does the I/O, each call with a
+deadline, in worker threads so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from dataclasses import dataclass
+from enum import Enum
+
+import kubernetes
+from kubernetes.client import ApiException
+
+log = logging.getLogger("haven_operator.leader")
+
+LEASE_DURATION = 15.0  # seconds a silent holder keeps the Lease
+RENEW_DEADLINE = 10.0  # seconds the leader may fail to renew before it gives up
+RETRY = 2.0  # seconds between attempts
+TIMEOUT = (3, 5)  # (connect, read) seconds of each Lease call
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the Lease says (renew_time as the API's string: compared for change only)."""
+
+    holder: str | None
+    renew_time: str | None
+    duration: float | None
+    transitions: int = 0
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The last record seen and when it was first seen so, on this candidate's clock."""
+
+    record: Record
+    since: float
+
+
+class Action(Enum):
+    RENEW = "renew"  # ours: write a new renewTime
+    ACQUIRE = "acquire"  # free or expired: take it
+    WAIT = "wait"  # someone else holds it
+
+
+def observe(previous: Observed | None, record: Record, now: float) -> Observed:
+    """A record that changed restarts the clock; an unchanged one keeps its first sighting."""
+    if previous is not None and previous.record == record:
+        return previous
+    return Observed(record, now)
+
+
+def decide(identity: str, seen: Observed, now: float, default_duration: float) -> Action:
+    record = seen.record
+    if record.holder == identity:
+        return Action.RENEW
+    if not record.holder:
+        return Action.ACQUIRE
+    if now - seen.since >= (record.duration or default_duration):
+        return Action.ACQUIRE  # the holder stopped renewing a lease duration ago
+    return Action.WAIT
+
+
+def lost(last_renewed: float, now: float, renew_deadline: float) -> bool:
+    return now - last_renewed >= renew_deadline
+
+
+def _micro_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class LeaseElector:
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        identity: str,
+        api: kubernetes.client.CoordinationV1Api | None = None,
+        duration: float = LEASE_DURATION,
+        renew_deadline: float = RENEW_DEADLINE,
+        retry: float = RETRY,
+    ) -> None:
+        if not retry * 1.2 < renew_deadline < duration:
+            raise ValueError("need retry * 1.2 < renew_deadline < lease duration")
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.api = api or kubernetes.client.CoordinationV1Api()
+        self.duration, self.renew_deadline, self.retry = duration, renew_deadline, retry
+        self.seen: Observed | None = None
+        self.leading = False
+        self._said = ""
+
+    def _say(self, message: str, *args: object) -> None:
+        """Log a follower's state once per change, not every attempt."""
+        text = message % args
+        if text != self._said:
+            log.info(text)
+            self._said = text
+
+    def _read(self) -> kubernetes.client.V1Lease | None:
+        try:
+            return self.api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _try(self) -> bool:
+        """One attempt to take or renew the Lease (blocking). True if we hold it now."""
+        lease = self._read()
+        if lease is None:
+            self._say(
+                "Lease %s/%s does not exist: the chart makes it (helm upgrade restores it)",
+                self.namespace,
+                self.name,
+            )
+            return False
+        spec = lease.spec or kubernetes.client.V1LeaseSpec()
+        record = Record(
+            spec.holder_identity,
+            str(spec.renew_time) if spec.renew_time else None,
+            float(spec.lease_duration_seconds) if spec.lease_duration_seconds else None,
+            spec.lease_transitions or 0,
+        )
+        now = time.monotonic()
+        self.seen = observe(self.seen, record, now)
+        action = decide(self.identity, self.seen, now, self.duration)
+        if action is Action.WAIT:
+            self.leading = False
+            self._say("standby: Lease %s held by %s", self.name, record.holder)
+            return False
+        stamp = _micro_now()
+        if action is Action.ACQUIRE:
+            spec.acquire_time = stamp
+            spec.lease_transitions = record.transitions + (1 if record.holder else 0)
+        spec.holder_identity = self.identity
+        spec.lease_duration_seconds = int(self.duration)
+        spec.renew_time = stamp
+        lease.spec = spec
+        try:  # compare-and-swap: the resourceVersion read above
+            self.api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status == 409:  # someone wrote it since our read: look again
+                return False
+            raise
+        if action is Action.ACQUIRE:
+            log.info("leader: took Lease %s/%s as %s", self.namespace, self.name, self.identity)
+            self._said = ""
+        self.leading = True
+        return True
+
+    async def _attempt(self) -> bool:
+        try:
+            return await asyncio.to_thread(self._try)
+        except Exception as exc:  # an API error or timeout: try again next period
+            self._say("Lease %s: %s", self.name, str(exc).splitlines()[0][:200])
+            return False
+
+    async def acquire(self) -> None:
+        """Wait (as the standby) until this candidate holds the Lease."""
+        while True:
+            if await self._attempt():
+                return
+            await asyncio.sleep(self.retry * random.uniform(1.0, 1.2))
+
+    async def hold(self) -> None:
+        """Renew the Lease; return when leadership is lost (not renewed within the deadline,
+        or another holder seen)."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.retry)
+            if await self._attempt():
+                last = time.monotonic()
+            elif self.seen is not None and self.seen.record.holder not in (self.identity, None):
+                log.error(
+                    "leadership lost: Lease %s now held by %s", self.name, self.seen.record.holder
+                )
+                return
+            if lost(last, time.monotonic(), self.renew_deadline):
+                log.error(
+                    "leadership lost: Lease %s not renewed for %.0f s",
+                    self.name,
+                    self.renew_deadline,
+                )
+                return
+
+    def release(self) -> None:
+        """Give the Lease up (blocking; on a clean stop), if we still hold it."""
+        try:
+            lease = self._read()
+            if lease is None or lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            lease.spec.holder_identity = None
+            lease.spec.lease_duration_seconds = 1
+            self.api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=TIMEOUT
+            )
+            log.info("released Lease %s/%s", self.namespace, self.name)
+        except Exception as exc:  # it expires by itself
+            log.warning("could not release Lease %s: %s", self.name, str(exc)[:200])
+        finally:
+            self.leading = False
