@@ -147,6 +147,32 @@ class Kube:
             GROUP, VERSION, namespace, plural, name, {"status": status}, _request_timeout=TIMEOUT
         )
 
+    def create_recording(self, manifest: dict[str, Any]) -> bool:
+        """Create a Recording; False if one of that name exists already (a repeat)."""
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, manifest["metadata"]["namespace"], "recordings", manifest,
+                _request_timeout=TIMEOUT,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def delete_recording(self, namespace: str, name: str, uid: str) -> None:
+        """Delete a Recording, only if it is still the object with `uid`."""
+        body = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(uid=uid)
+        )
+        try:
+            self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, "recordings", name, body=body, _request_timeout=TIMEOUT
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
     def patch_recording_spec(self, namespace: str, name: str, spec: dict) -> None:
         self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, "recordings", name, {"spec": spec}, _request_timeout=TIMEOUT

@@ -34,6 +34,7 @@ class RecordingRequest:
     max_width: int | None = None
     max_fps: int | None = None
     max_duration_seconds: float | None = None
+    container: str | None = None  # None: the format's own
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -46,6 +47,7 @@ class RecordingRequest:
             "maxWidth": self.max_width,
             "maxFps": self.max_fps,
             "maxDurationSeconds": self.max_duration_seconds,
+            "container": self.container,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
@@ -97,3 +99,8 @@ class StreamPodClient:
     async def stop_recording(self, name: str) -> dict | None:
         """Finalize the file; returns the final state, or None if the pod never had it."""
         return await self._call_or_none("POST", f"/recordings/{name}/stop")
+
+    async def delete_recording(self, name: str) -> dict | None:
+        """Delete a finished recording's files (on the volume and in object storage); None if
+        the pod has no such recording. 409 (PodRejected) while it still records."""
+        return await self._call_or_none("DELETE", f"/recordings/{name}")
