@@ -74,6 +74,9 @@ class RecordingRequest(BaseModel):
         f"(a-z, 0-9, '-', '.') of at most {NAME_MAX} characters",
     )
     format: Literal["av1", "h264", "vp9"] = "av1"
+    container: Literal["webm", "mp4", "mpegts"] | None = Field(
+        None, description="the file's container: the format's own if unset; h264 takes mpegts"
+    )
     quality: Literal["low", "medium", "high"] = "medium"
     audio: bool = True
     maxWidth: int | None = Field(None, ge=16, le=7680)
@@ -98,6 +101,8 @@ class RecordingRequest(BaseModel):
             max_duration=self.maxDurationSeconds,
             max_gap=self.maxGapSeconds,
             keep_parts=self.keepParts,
+            # the format's own container is the default: asking for it is the same recording
+            container=None if self.container == FORMATS[self.format].container else self.container,
         )
 
 

@@ -32,7 +32,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
 CHUNK_BYTES = 256 * 1024
-MIME_TYPES = {".webm": "video/webm", ".mp4": "video/mp4"}
+MIME_TYPES = {".webm": "video/webm", ".mp4": "video/mp4", ".ts": "video/mp2t"}
 
 router = APIRouter()
 

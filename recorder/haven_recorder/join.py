@@ -1,9 +1,12 @@
 """Joining a finished recording's parts into files that play and seek like files.
 
-Parts are written crash-safe (`live` WebM without Cues or Duration; fragmented MP4), which
-plays but seeks poorly. When a recording completes, its parts are remuxed, without
+Parts are written crash-safe (`live` WebM without Cues or Duration; fragmented MP4; MPEG-TS),
+which plays but seeks poorly. When a recording completes, its parts are remuxed, without
 re-encoding, into one file per run of consecutive parts that share their codec parameters:
-WebM with Cues and Duration, MP4 with `moov` before `mdat` (faststart). Each part's packets
+WebM with Cues and Duration, MP4 with `moov` before `mdat` (faststart), one MPEG-TS. TS parts
+could be joined by concatenating their bytes, but each part's clock starts again at zero: a
+player would see the timestamps jump back at each join and mis-seek, so they are remuxed too
+(one rising clock, one continuity count). Each part's packets
 follow the previous part's end, so the gap between two parts (a pod restart, a stream away
 longer than `maxGapSeconds`) is not in the joined file.
 
@@ -31,8 +34,12 @@ from .repair import fsync_dir, fsync_path
 log = logging.getLogger("haven.join")
 
 JOIN_TOLERANCE = 1.0  # seconds the joined file's duration may differ from the parts' sum
-CONTAINERS = {".webm": "webm", ".mp4": "mp4"}
-MUX_OPTIONS = {"mp4": {"movflags": "+faststart"}, "webm": {}}
+CONTAINERS = {".webm": "webm", ".mp4": "mp4", ".ts": "mpegts"}
+MUX_OPTIONS: dict[str, dict[str, str]] = {
+    "mp4": {"movflags": "+faststart"},
+    "webm": {},
+    "mpegts": {},
+}
 
 
 class JoinError(Exception):

@@ -41,8 +41,16 @@ from . import metrics
 from .fanout import FanOut, Subscription
 from .frames import AudioFrame, Frame, VideoFrame
 from .join import join_parts, remove_parts
-from .repair import fsync_dir, trim_to_whole_fragments
-from .writer import FORMATS, MAX_GAP_SECONDS, QUALITY, PartWriter, probe_duration
+from .repair import fsync_dir, trim_unfinished
+from .writer import (
+    FORMATS,
+    MAX_GAP_SECONDS,
+    QUALITY,
+    PartWriter,
+    containers,
+    probe_duration,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from .upload import RecordingUpload, Uploads
@@ -101,6 +109,7 @@ class RecordingSpec:
     max_duration: float | None = None  # seconds
     max_gap: float = MAX_GAP_SECONDS  # seconds the stream may be away within one part
     keep_parts: bool = False  # keep the parts once they are joined into one file
+    container: str | None = None  # None: the format's own (writer.FORMATS); h264 also mpegts
 
     def validate(self) -> RecordingSpec:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
@@ -112,6 +121,11 @@ class RecordingSpec:
             raise SpecError(f"unknown format {self.format!r}; use one of {', '.join(FORMATS)}")
         if self.quality not in QUALITY[self.format]:
             raise SpecError(f"unknown quality {self.quality!r}; use low, medium or high")
+        if self.container is not None and self.container not in containers(self.format):
+            raise SpecError(
+                f"format {self.format} is not written as {self.container!r}; use "
+                f"{' or '.join(containers(self.format))}"
+            )
         if self.max_width is not None and not (
             isinstance(self.max_width, int) and _in_range(self.max_width, 16, 7680)
         ):
@@ -222,6 +236,7 @@ class Recording:
             "error": p.error,
             "format": self.spec.format,
             "quality": self.spec.quality,
+            "container": resolve(self.spec.format, self.spec.container).container,
             "videoCodec": FORMATS[self.spec.format].video_codec,
             "audioCodec": FORMATS[self.spec.format].audio_codec if self.spec.audio else None,
             "parts": [asdict(part) for part in p.parts],
@@ -278,7 +293,7 @@ class Recording:
         unfinished = p.parts[-1] if p.parts and p.parts[-1].endedAt is None else None
         if unfinished is not None:  # the pod died mid-part: keep what plays, and measure it
             path = root / unfinished.path
-            if cut := trim_to_whole_fragments(path):
+            if cut := trim_unfinished(path):
                 log.info("cut %d bytes of an unfinished fragment off %s", cut, unfinished.path)
             unfinished.sizeBytes = path.stat().st_size if path.exists() else 0
             unfinished.durationSeconds = round(probe_duration(path), 3)
@@ -354,7 +369,7 @@ class Recording:
 
     def _new_part(self) -> PartWriter:
         number = len(self.progress.parts) + 1
-        ext = FORMATS[self.spec.format].extension
+        ext = resolve(self.spec.format, self.spec.container).extension
         relative = f"{self.spec.name}/{self.spec.name}-part{number:03d}.{ext}"
         while (self.root / relative).exists():  # never overwrite a part
             number += 1
@@ -365,6 +380,7 @@ class Recording:
             self.spec.format,
             self.spec.quality,
             audio=self.spec.audio,
+            container=self.spec.container,
             max_width=self.spec.max_width,
             max_fps=self.spec.max_fps,
             max_gap=self.spec.max_gap,

@@ -1,9 +1,13 @@
-"""Cut a fragmented MP4 back to its last whole fragment, and make files durable.
+"""Cut an interrupted part back to what plays, and make files durable.
 
 A part that a crash or a full disk interrupted ends partway through a fragment. Matroska
 demuxers read such a tail up to where it stops, but FFmpeg's MP4 demuxer fails on it: at the
 first sample past the end, or at open if the cut fell inside a `moof`. Only the unfinished
 fragment (under a second of media) is lost by cutting it off.
+
+MPEG-TS needs no such cut: it is a run of 188-byte packets, each read on its own, and a
+demuxer resynchronizes on the next. Only a packet the crash left partly written is cut off;
+the frame whose packets stop there is decoded as far as it goes, or skipped.
 """
 
 from __future__ import annotations
@@ -46,6 +50,31 @@ def whole_fragments_end(path: Path) -> int:
             open_fragment = False
             end = offset + size
     return end
+
+
+def trim_unfinished(path: Path) -> int:
+    """Cut off what an interrupted writer left unfinished at the end of `path`, by its
+    container (the suffix): MP4 to its last whole fragment, TS to its last whole packet, WebM
+    not at all. Returns the bytes cut (0 if none)."""
+    if path.suffix == ".ts":
+        return trim_to_whole_packets(path)
+    return trim_to_whole_fragments(path)
+
+
+TS_PACKET = 188
+
+
+def trim_to_whole_packets(path: Path) -> int:
+    """Truncate an MPEG-TS file to whole 188-byte packets; returns the bytes cut."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    end = size - size % TS_PACKET
+    if end == size:
+        return 0
+    os.truncate(path, end)
+    fsync_path(path)
+    return size - end
 
 
 def trim_to_whole_fragments(path: Path) -> int:

@@ -61,7 +61,7 @@ POLL_SECONDS = 1.0  # how often a growing part's size is looked at
 FIRST_RETRY_SECONDS = 1.0
 DEFAULT_RETRY_MAX_SECONDS = 60.0
 
-CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm"}
+CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".ts": "video/mp2t"}
 
 UPLOAD_BYTES = Counter(
     "haven_upload_bytes", "Bytes of recording chunks uploaded to object storage", ["recording"]

@@ -5,18 +5,23 @@ worker thread per recording, never from the event loop.
 
 Timestamps: frames carry `pts` on the pod's monotonic clock, shared by audio and video. The
 part's origin is its first frame's pts. Video keeps each frame's own timestamp (in
-milliseconds, or 1/90000 s in MP4): the file has the source's real, variable frame rate,
-thinned only to a requested `max_fps`; keyframes come every 2 s of media time. Audio is
-placed by its pts too: a short gap is filled with silence and an overlap is trimmed, so audio
-never drifts from video. A gap longer than `max_gap`, or a picture of another shape, is for
+milliseconds in WebM, 1/90000 s in MP4 and TS): the file has the source's real, variable
+frame rate, thinned only to a requested `max_fps`; keyframes come every 2 s of media time.
+Audio is placed by its pts too: a short gap is filled with silence and an overlap is trimmed,
+so audio never drifts from video. A gap longer than `max_gap`, or a picture of another shape, is for
 the caller to end the part on (`split_reason`), never a block of silence.
 
 Pictures of any size and rotation are turned upright, cropped to even sizes (at most one
 row and column), scaled to `max_width` and padded up to the encoder's minimum (`fit`).
 
-Crash safety: WebM clusters and MP4 fragments are flushed as they are written (keyframes
-every 2 s at most), so a killed writer leaves a file that plays up to its last fragment; a
-closed part is fsynced before it counts as finished.
+Containers: each format (codec) has its default container (FORMATS); H.264 may also be
+written as MPEG-TS (`container: mpegts`, CONTAINERS), with in-band SPS/PPS at each keyframe
+and AAC in ADTS, so any piece of the file from a keyframe on plays by itself.
+
+Crash safety: WebM clusters, MP4 fragments and TS packets are flushed as they are written
+(keyframes every 2 s at most), so a killed writer leaves a file that plays up to its last
+fragment (MP4: trimmed to it) or its last whole 188-byte packet (TS); a closed part is
+fsynced before it counts as finished.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from av.video.frame import PictureType
 
 from . import metrics
 from .frames import AudioFrame, VideoFrame, remix
-from .repair import fsync_path, trim_to_whole_fragments
+from .repair import fsync_path, trim_unfinished
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner per encoder
 
@@ -70,6 +75,24 @@ FORMATS: dict[str, Format] = {
     "h264": Format("h264", "mp4", "mp4", "libx264", "aac", "fltp"),
     "vp9": Format("vp9", "webm", "webm", "libvpx-vp9", "libopus", "s16"),
 }
+# Containers a format may be written in besides its default one, by (format, container).
+CONTAINERS: dict[tuple[str, str], Format] = {
+    ("h264", "mpegts"): Format("h264", "mpegts", "ts", "libx264", "aac", "fltp"),
+}
+
+
+def resolve(fmt: str, container: str | None = None) -> Format:
+    """Format `fmt` in `container` (None: its default). KeyError if it is not written so."""
+    default = FORMATS[fmt]
+    if container is None or container == default.container:
+        return default
+    return CONTAINERS[(fmt, container)]
+
+
+def containers(fmt: str) -> list[str]:
+    """The containers format `fmt` is written in, its default first."""
+    return [FORMATS[fmt].container, *(c for f, c in CONTAINERS if f == fmt)]
+
 
 # Video bitrate (kbit/s at 1280x720, scaled by pixel count) and encoder speed settings.
 QUALITY: dict[str, dict[str, dict]] = {
@@ -105,6 +128,7 @@ def quality_table() -> list[dict]:
             "videoCodec": FORMATS[fmt].video_codec,
             "audioCodec": FORMATS[fmt].audio_codec,
             "container": FORMATS[fmt].container,
+            "containers": containers(fmt),
         }
         for fmt, qualities in QUALITY.items()
         for quality, q in qualities.items()
@@ -187,6 +211,8 @@ def _video_options(fmt: str, quality: str, fps: int, kbps: int) -> dict[str, str
 
 
 def _container_options(fmt: Format) -> dict[str, str]:
+    if fmt.container == "mpegts":
+        return {"flush_packets": "1"}
     if fmt.container == "mp4":
         return {
             "movflags": "frag_keyframe+delay_moov+default_base_moof",
@@ -229,13 +255,14 @@ class PartWriter:
         quality: str,
         *,
         audio: bool,
+        container: str | None = None,
         max_width: int | None,
         max_fps: int | None = None,
         max_gap: float = MAX_GAP_SECONDS,
         sample_rate: int = 48000,
         channels: int = 1,
     ) -> None:
-        self.format = FORMATS[fmt]
+        self.format = resolve(fmt, container)
         self.quality = quality
         self.audio = audio
         self.max_width = max_width
@@ -255,7 +282,7 @@ class PartWriter:
         self._last_pts = -1  # in video time-base units
         self._last_key: float | None = None  # media seconds of the last keyframe
         self._last_seen: dict[bool, float] = {}  # is_video -> pts of the last frame seen
-        self._time_base = Fraction(1, 90000 if self.format.container == "mp4" else 1000)
+        self._time_base = Fraction(1, 1000 if self.format.container == "webm" else 90000)
         self._next_sample = 0  # audio sample position (from origin) expected next
         self._audio_off_since: float | None = None  # pts at which the audio strayed
         self._audio_trimming = False  # a trim longer than the frame goes on into the next
@@ -463,20 +490,20 @@ class PartWriter:
                     container.mux(packet)
         finally:
             container.close()
-        trim_to_whole_fragments(self.stats.path)  # a no-op for a cleanly closed part
+        trim_unfinished(self.stats.path)  # a no-op for a cleanly closed part
         fsync_path(self.stats.path)
         self.stats.bytes_written = self.stats.path.stat().st_size
         return self.stats
 
     def abort(self) -> None:
         """Close without flushing (after a write error, such as a full disk), then cut off the
-        fragment the error left half-written so that the part still plays."""
+        fragment (or TS packet) the error left half-written so that the part still plays."""
         container, self._container = self._container, None
         if container is not None:
             with contextlib.suppress(OSError, av.error.FFmpegError):
                 container.close()
         with contextlib.suppress(OSError):
-            trim_to_whole_fragments(self.stats.path)
+            trim_unfinished(self.stats.path)
             self.stats.bytes_written = self.stats.path.stat().st_size
             fsync_path(self.stats.path)
 

@@ -9,7 +9,7 @@ import pytest
 from haven_localcluster.mediacheck import analyze
 from haven_recorder.fanout import FanOut
 from haven_recorder.recording import PartInfo, Recording, RecordingSpec
-from haven_recorder.repair import boxes, trim_to_whole_fragments
+from haven_recorder.repair import TS_PACKET, boxes, trim_to_whole_fragments, trim_unfinished
 
 from .signal import frames
 from .test_writer import write
@@ -102,3 +102,43 @@ def test_a_restarted_pod_trims_the_part_the_old_one_was_writing(tmp_path, mp4, l
     assert part.sizeBytes == expected_end and part.endedAt is not None
     assert part.durationSeconds > 0.3
     assert analyze(tmp_path / part.path).error is None
+
+
+@pytest.fixture(scope="module")
+def ts_part(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("ts") / "whole.ts"
+    write(path, "h264", frames(4), container="mpegts")
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.37, 0.5, 0.81, 0.999])
+def test_a_ts_cut_anywhere_loses_at_most_its_partial_packet_and_plays(tmp_path, ts_part, fraction):
+    """MPEG-TS needs no repair but the last packet's: it plays up to where it was cut."""
+    assert len(ts_part) % TS_PACKET == 0
+    cut = int(len(ts_part) * fraction) | 1  # never on a packet boundary
+    path = tmp_path / "cut.ts"
+    path.write_bytes(ts_part[:cut])
+
+    assert trim_unfinished(path) == cut % TS_PACKET
+    assert path.stat().st_size == cut - cut % TS_PACKET
+    report = analyze(path)
+    assert report.error is None, report.error
+    assert report.video_frames >= 4 * 30 * fraction - 15 and report.audio_seconds > 0
+    assert report.counters[:3] == [0, 1, 2]
+    assert trim_unfinished(path) == 0  # idempotent
+
+
+def test_a_restarted_pod_trims_a_ts_part_to_whole_packets(tmp_path, ts_part):
+    rec = Recording(RecordingSpec(name="ts", format="h264", container="mpegts"), tmp_path, FanOut())
+    rec.progress.parts.append(PartInfo(path="ts/ts-part001.ts", startedAt="t"))
+    rec.persist()
+    cut = len(ts_part) // 2 + 100
+    (tmp_path / "ts" / "ts-part001.ts").write_bytes(ts_part[:cut])
+
+    loaded = Recording.load(tmp_path / "ts" / "recording.json", tmp_path, FanOut())
+
+    assert loaded.spec.container == "mpegts"
+    part = loaded.progress.parts[0]
+    assert part.sizeBytes == cut - cut % TS_PACKET and part.endedAt is not None
+    assert part.durationSeconds == pytest.approx(2, abs=0.5)
+    assert loaded._new_part().stats.path.name == "ts-part002.ts"  # resumes as TS

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 
+import av
 import pytest
 
 from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
 from haven_recorder.frames import VideoFrame
-from haven_recorder.writer import FORMATS, PartWriter
+from haven_recorder.writer import CONTAINERS, FORMATS, PartWriter, resolve
 
 from .signal import frames
 
 SECONDS = 6
+DEMUXERS = {"webm": "matroska,webm", "mp4": "mov,mp4,m4a,3gp,3g2,mj2", "mpegts": "mpegts"}
 
 
 def write(path, fmt, frame_iter, **kwargs):
@@ -23,10 +25,17 @@ def write(path, fmt, frame_iter, **kwargs):
     return writer.close()
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_each_format_decodes_in_sync(tmp_path, fmt):
-    path = tmp_path / f"rec.{FORMATS[fmt].extension}"
-    stats = write(path, fmt, frames(SECONDS))
+@pytest.mark.parametrize(
+    ("fmt", "container"),
+    [(fmt, None) for fmt in sorted(FORMATS)] + sorted(CONTAINERS),
+    ids=lambda v: v or "default",
+)
+def test_each_format_decodes_in_sync(tmp_path, fmt, container):
+    written_as = resolve(fmt, container)
+    path = tmp_path / f"rec.{written_as.extension}"
+    stats = write(path, fmt, frames(SECONDS), container=container)
+    with av.open(str(path)) as c:  # the container asked for, as FFmpeg's demuxers name it
+        assert c.format.name == DEMUXERS[written_as.container]
     report = analyze(path)
     assert report.error is None
     expected = {"av1": ("libdav1d", "libopus"), "h264": ("h264", "aac"), "vp9": ("vp9", "libopus")}
