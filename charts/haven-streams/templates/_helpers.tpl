@@ -17,8 +17,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "haven.rules" -}}
 # Its own resources: watch them, keep a finalizer on them, write their status.
 - apiGroups: [streams.haven.dev]
-  resources: [livestreams, recordings]
+  resources: [livestreams]
   verbs: [get, list, watch, patch]
+# Recordings too; auto-record creates them, and retention (TTL, keepLast) deletes them.
+- apiGroups: [streams.haven.dev]
+  resources: [recordings]
+  verbs: [get, list, watch, patch, create, delete]
 - apiGroups: [streams.haven.dev]
   resources: [livestreams/status, recordings/status]
   verbs: [get, patch]
