@@ -41,7 +41,14 @@ ALL = ("pause", "coredns", "base", "recorder", "operator")
 COMMON_INPUTS = ("pyproject.toml", "constraints.txt", "README.md")
 DOCKERFILE_INPUTS = {
     "recorder": ("recorder", *COMMON_INPUTS),
-    "operator": ("operator", "gateway", *COMMON_INPUTS),  # the gateway shares its image
+    # the gateway shares its image; both presign with the stream pod's S3 module
+    "operator": (
+        "operator",
+        "gateway",
+        "recorder/haven_recorder/__init__.py",
+        "recorder/haven_recorder/s3.py",
+        *COMMON_INPUTS,
+    ),
 }
 
 

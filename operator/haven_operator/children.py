@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from . import upload
 from .settings import Settings
 
 GROUP = "streams.haven.dev"
@@ -165,10 +166,14 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
     return env
 
 
-def deployment(body: dict, settings: Settings, token: str = "") -> dict[str, Any]:
+def deployment(
+    body: dict, settings: Settings, token: str = "", upload_hash: str = ""
+) -> dict[str, Any]:
+    """`upload_hash`: upload.credentials_hash of the object storage keys, if uploads are on."""
     spec, ls = body["spec"], body["metadata"]["name"]
     pod = spec.get("pod", {})
     n = names(ls)
+    upload_cfg = upload.effective(body, settings.default_upload)
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
     container: dict[str, Any] = {
         "name": "stream",
@@ -215,6 +220,12 @@ def deployment(body: dict, settings: Settings, token: str = "") -> dict[str, Any
             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
         ],
     }
+    annotations = {TOKEN_HASH: token_hash(token)}
+    if upload_cfg is not None:  # object storage: settings as env, keys as files
+        container["env"] += upload.pod_env(upload_cfg)
+        container["volumeMounts"].append(upload.pod_mount())
+        pod_spec["volumes"].append(upload.pod_volume(upload_cfg))
+        annotations[upload.CREDENTIALS_HASH] = upload_hash
     # The LiveStream's spec.pod overrides the operator's defaults (the chart's streamPod).
     if node_selector := pod.get("nodeSelector") or settings.pod_node_selector:
         pod_spec["nodeSelector"] = node_selector
@@ -236,7 +247,7 @@ def deployment(body: dict, settings: Settings, token: str = "") -> dict[str, Any
             "template": {
                 "metadata": {
                     "labels": labels(ls),
-                    "annotations": {TOKEN_HASH: token_hash(token)},
+                    "annotations": annotations,
                 },
                 "spec": pod_spec,
             },

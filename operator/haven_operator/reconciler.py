@@ -18,11 +18,20 @@ from typing import Any
 
 from kubernetes.client import ApiException
 
-from . import metrics
+from . import metrics, upload
 from .children import claim, control_secret, deployment, ingress, names, service
 from .conditions import Condition
 from .kube import Kube, api_error
 from .ownership import Owner, classify
+from .rollout import (
+    APPLIED_GENERATION,
+    CREDENTIALS_HASH,
+    TEMPLATE_HASH,
+    Change,
+    Gate,
+    template_change,
+    template_hash,
+)
 from .settings import Settings
 
 
@@ -35,6 +44,7 @@ class Outcome:
     token: str | None = None  # the control token, read or created on the way
     created_secret: bool = False
     retry_after: float | None = None  # waiting, not failing: look again this soon
+    rollout_pending: str | None = None  # the new pod template waits for a rollout slot
 
     @property
     def condition(self) -> Condition:
@@ -84,11 +94,58 @@ def _blocked(kind: str, name: str, owner: Owner, ls_name: str) -> tuple[str, str
     )
 
 
+def livekit_credentials_hash(kube: Kube, body: dict[str, Any]) -> str | None:
+    """A hash of the LiveKit keys the pod reads from the user's Secret (env vars are read at
+    start, so a change must roll the pod), or None for a source without them."""
+    livekit = body["spec"]["source"].get("livekit")
+    if not livekit:
+        return None
+    ref = livekit["credentialsSecretRef"]
+    secret = kube.get("Secret", body["metadata"]["namespace"], ref["name"])
+    if secret is None:
+        return "missing"
+    data = secret.get("data") or {}
+    keys = (ref.get("apiKeyKey", "apiKey"), ref.get("apiSecretKey", "apiSecret"))
+    return hashlib.sha256(json.dumps([data.get(k) for k in keys]).encode()).hexdigest()[:16]
+
+
+def _gate_deployment(
+    manifest: dict[str, Any],
+    existing: dict[str, Any] | None,
+    generation: int,
+    key: tuple[str, str],
+    gate: Gate | None,
+) -> str | None:
+    """Mark the Deployment with its template's hash and our generation; if the new template
+    must wait for a rollout slot (rollout.py), put the running one back. Returns why."""
+    template = manifest["spec"]["template"]
+    desired = template_hash(template)
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations[APPLIED_GENERATION] = str(generation)
+    annotations[TEMPLATE_HASH] = desired
+    change = template_change(existing, desired, generation, manifest["spec"]["replicas"])
+    if change is not Change.GATED or gate is None or gate.try_admit(key, desired):
+        return None
+    assert existing is not None  # GATED: there is a running Deployment
+    manifest["spec"]["template"] = existing["spec"]["template"]
+    running = (existing["metadata"].get("annotations") or {}).get(TEMPLATE_HASH)
+    if running:
+        annotations[TEMPLATE_HASH] = running
+    else:
+        del annotations[TEMPLATE_HASH]
+    return f"the new pod template waits for a rollout slot: {gate.describe()}"
+
+
 def reconcile(
-    kube: Kube, settings: Settings, body: dict[str, Any], seen: dict[str, str] | None = None
+    kube: Kube,
+    settings: Settings,
+    body: dict[str, Any],
+    seen: dict[str, str] | None = None,
+    gate: Gate | None = None,
 ) -> Outcome:
     """`seen`: children's fingerprints by uid (the watch's memory). What we write goes in it at
-    once, so the watch event of our own write does not wake the loop again."""
+    once, so the watch event of our own write does not wake the loop again. `gate`: rollout
+    slots (rollout.py); without one a new pod template applies at once."""
     meta = body["metadata"]
     ls_name, namespace = meta["name"], meta["namespace"]
     generation = meta.get("generation", 1)
@@ -132,7 +189,27 @@ def reconcile(
             return Outcome(generation, False, "InvalidSecret", message)
 
         failures: list[tuple[str, str, str]] = []
-        manifests = [claim(body), service(body, settings), deployment(body, settings, token)]
+        # Object storage keys: their hash goes in the pod template (a new key rolls the pod).
+        # A missing Secret is reported, and the pod waits for it (its volume cannot mount).
+        upload_hash = ""
+        if (cfg := upload.effective(body, settings.default_upload)) is not None:
+            ref = cfg["s3"]["credentialsSecretRef"]["name"]
+            try:
+                upload_hash = upload.credentials_hash(kube.get("Secret", namespace, ref), cfg)
+            except upload.CredentialsError as exc:
+                upload_hash = "missing"
+                failures.append(("Secret", "UploadCredentials", str(exc)))
+        manifests = [
+            claim(body),
+            service(body, settings),
+            deployment(body, settings, token, upload_hash),
+        ]
+        dep = next(m for m in manifests if m["kind"] == "Deployment")
+        if (livekit_keys := livekit_credentials_hash(kube, body)) is not None:
+            dep["spec"]["template"]["metadata"]["annotations"][CREDENTIALS_HASH] = livekit_keys
+        pending = _gate_deployment(
+            dep, existing["Deployment"], generation, (namespace, ls_name), gate
+        )
         if wanted_ingress is not None:
             manifests.append(wanted_ingress)
         for manifest in manifests:  # one failure does not hold back the other children
@@ -164,20 +241,37 @@ def reconcile(
         generation,
         True,
         "Applied",
-        f"every child of generation {generation} is applied",
+        f"every child of generation {generation} is applied"
+        + ("; the new pod template waits for a rollout slot" if pending else ""),
         token,
         created,
+        rollout_pending=pending,
     )
 
 
-def secret_unchanged(kube: Kube, body: dict[str, Any], token: str | None) -> bool:
-    """The resync's light look: one read, of the one child no watch covers. True if the
-    control Secret is still ours and holds the token the pod template was made with."""
+def secret_unchanged(
+    kube: Kube, body: dict[str, Any], token: str | None, settings: Settings | None = None
+) -> bool:
+    """The resync's light look at the Secrets, which no watch covers: True if the control
+    Secret is still ours and holds the token the pod template was made with, and (with object
+    storage) the credentials Secret still has the keys whose hash the Deployment's pod
+    template carries."""
     if token is None:
         return False
     meta = body["metadata"]
     try:
         secret = kube.get("Secret", meta["namespace"], names(meta["name"])["secret"])
-    except ApiException:
+        if not (classify(secret, body) is Owner.OURS and _token(secret) == token):
+            return False
+        cfg = upload.effective(body, (settings or Settings.from_env()).default_upload)
+        if cfg is None:
+            return True
+        ref = cfg["s3"]["credentialsSecretRef"]["name"]
+        current = upload.credentials_hash(kube.get("Secret", meta["namespace"], ref), cfg)
+        dep = kube.get("Deployment", meta["namespace"], names(meta["name"])["deployment"])
+    except (ApiException, upload.CredentialsError):
         return False
-    return classify(secret, body) is Owner.OURS and _token(secret) == token
+    template = ((dep or {}).get("spec") or {}).get("template") or {}
+    return (template.get("metadata") or {}).get("annotations", {}).get(
+        upload.CREDENTIALS_HASH
+    ) == current

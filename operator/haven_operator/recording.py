@@ -9,12 +9,14 @@ deleted and created again under the same name is a new recording in a new direct
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from typing import Any
 
 import kopf
+from kubernetes.client import ApiException
 
-from . import conditions, indices, livestream, metrics
+from . import conditions, indices, livestream, metrics, upload
 from .backoff import delay
 from .children import GROUP, VERSION, names
 from .conditions import Condition
@@ -56,12 +58,56 @@ def request_for(name: str, spec: dict) -> RecordingRequest:
     )
 
 
+FILE_FIELDS = ("path", "sizeBytes", "durationSeconds", "startedAt", "endedAt", "url", "uploaded")
+# Uploaded=False reasons after which nothing more will happen: the daemon lets go.
+UPLOAD_GIVEN_UP = ("LiveStreamGone", "RecordingGone")
+
+
+def files_from_pod(parts: list[dict]) -> list[dict[str, Any]]:
+    """status.files: each part's own fields (not the upload's resume state, which stays in the
+    pod's recording.json)."""
+    return [{k: part[k] for k in FILE_FIELDS if part.get(k) is not None} for part in parts]
+
+
+def upload_condition(info: dict) -> Condition | None:
+    """Uploaded: True once every file is in object storage and verified (and the recording is
+    over); False while it goes up, or with the server's words when it fails (the pod retries).
+    None when the pod uploads nothing."""
+    summary = info.get("upload")
+    if summary is None:
+        return None
+    parts = info.get("parts") or []
+    done = sum(bool(p.get("uploaded")) for p in parts)
+    where = f"s3://{summary.get('bucket')}/{summary.get('prefix') or ''}"
+    if info.get("uploaded"):
+        return Condition("Uploaded", True, "Uploaded", f"{done} file(s) verified in {where}")
+    reason = summary.get("reason") or "Uploading"
+    if reason == "Uploaded":
+        reason = "Uploading"  # every file is up, but the recording is not over yet
+    message = summary.get("message") or f"{done} of {len(parts)} file(s) uploaded to {where}"
+    return Condition("Uploaded", False, reason, message[:1000])
+
+
+def upload_settled(updates: list[Condition]) -> bool:
+    """Nothing more to wait for, after these (Uploaded) conditions."""
+    cond = next((c for c in updates if c.type == "Uploaded"), None)
+    return cond is None or cond.status is True or cond.reason in UPLOAD_GIVEN_UP
+
+
+def settled(status: dict) -> bool:
+    """Over, and nothing more to wait for: no upload, or it is done or given up."""
+    if status.get("phase") not in FINAL:
+        return False
+    cond = next((c for c in status.get("conditions") or [] if c["type"] == "Uploaded"), None)
+    return cond is None or cond["status"] == "True" or cond.get("reason") in UPLOAD_GIVEN_UP
+
+
 def from_pod(info: dict, claim: str, pod_uid: str | None) -> dict[str, Any]:
     """The pod's view of a recording, in the Recording's status fields."""
     return {
         "phase": POD_PHASES.get(info["state"], "Pending"),
         "claimName": claim,
-        "files": info["parts"],
+        "files": files_from_pod(info["parts"]),
         "bytesWritten": info["bytesWritten"],
         "durationSeconds": info["durationSeconds"],
         "framesWritten": info["framesWritten"],
@@ -103,6 +149,11 @@ def not_over(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in FINAL
 
 
+def not_settled(status: kopf.Status, **_: Any) -> bool:
+    """The daemon runs until the recording is over and its upload done (or given up)."""
+    return not settled(dict(status))
+
+
 class Reconciler:
     """One Recording's loop; `step` is level-based: it looks, acts once, and reports."""
 
@@ -120,9 +171,13 @@ class Reconciler:
         generation = self.body["metadata"].get("generation", 1)
         phase = status.get("phase") or current.get("phase") or "Pending"
         reason = next((c.reason for c in updates if c.type == "Recording"), "")
-        message = status.get("message") or next((c.message for c in updates), "")
-        updates = [c for c in updates if c.type != "Recording"]
-        updates += recording_conditions(phase, reason, message or "")
+        message = status.get("message") or next(
+            (c.message for c in updates if c.type != "Uploaded"), ""
+        )
+        if "phase" in status or not updates or any(c.type == "Recording" for c in updates):
+            updates = [c for c in updates if c.type != "Recording"]
+            updates += recording_conditions(phase, reason, message or "")
+        # else: only the upload moved (the recording is over): its conditions stay as they are
         status = {
             **status,
             "podRecording": pod_recording_name(self.body),
@@ -150,10 +205,12 @@ class Reconciler:
         """Return True once the recording is over (nothing more to do)."""
         spec = self.body["spec"]
         status = {**self.body.get("status", {}), **self.written}
-        if status.get("phase") in FINAL:
+        if settled(status):
             return True
         ls_name = spec["liveStreamRef"]["name"]
         ls = await asyncio.to_thread(self.kube.livestream, self.namespace, ls_name)
+        if status.get("phase") in FINAL:
+            return await self.follow_upload(ls, ls_name)
         started = status.get("phase") in STARTED
         if ls is None:
             cond = Condition(
@@ -205,10 +262,12 @@ class Reconciler:
             await self.write({"phase": "Failed", "message": exc.detail[:500]}, [cond])
             return True
         claim = names(ls_name)["claim"]
+        updates: list[Condition] = []
         if info is None:  # stopped before the pod ever had it
             new = {"phase": "Completed", "claimName": claim, "message": "stopped before it started"}
         else:
             new = from_pod(info, claim, pod.uid if pod is not None else None)
+            updates = self.upload_updates(new, info, ls)
         phase = new["phase"]
         recording = Condition(
             "Recording",
@@ -219,12 +278,60 @@ class Reconciler:
         live = Condition(
             "LiveStreamReady", ls_phase == "Live", ls_phase or "Pending", f"LiveStream {ls_name}"
         )
-        await self.write(new, [recording, live])
+        await self.write(new, [recording, live, *updates])
         metrics.RECONCILES.labels(kind="Recording").inc()
-        return phase in FINAL
+        return phase in FINAL and upload_settled(updates)
+
+    def upload_updates(self, new: dict[str, Any], info: dict, ls: dict | None) -> list[Condition]:
+        """With object storage: status.objectStorage (to presign from) and Uploaded."""
+        cond = upload_condition(info)
+        if cond is None:
+            return []
+        cfg = upload.effective(ls or {}, self.settings.default_upload)
+        if cfg is not None:
+            new["objectStorage"] = upload.object_storage_status(cfg, info.get("upload"))
+        return [cond]
+
+    async def follow_upload(self, ls: dict | None, ls_name: str) -> bool:
+        """After Completed or Failed, the pod may still be uploading: look until it is done
+        or cannot go on. Returns True when there is nothing more to wait for."""
+        claim = names(ls_name)["claim"]
+        if ls is None or ls["metadata"].get("deletionTimestamp"):
+            message = (
+                f"LiveStream {ls_name} is gone or going: its pod uploads no more; the files "
+                f"not uploaded stay on PersistentVolumeClaim {claim}"
+            )
+            await self.write({}, [Condition("Uploaded", False, "LiveStreamGone", message)])
+            return True
+        pod = current_pod(indices.pods_of(self.pods, self.namespace, ls_name))
+        client = await asyncio.to_thread(
+            client_for, self.kube, self.settings, self.namespace, ls_name, pod, self.memo.tokens
+        )
+        if client is None:
+            return False
+        try:
+            info = await client.recording(pod_recording_name(self.body))
+        except PodUnreachable as exc:
+            self.logger.info("stream pod unreachable: %s", exc)
+            return False
+        except PodRejected as exc:
+            if exc.status in (401, 403):
+                livestream.wake(self.memo, self.namespace, ls_name, forget_token=True)
+            return False
+        if info is None:
+            message = f"the stream pod no longer has this recording; its files stay on {claim}"
+            await self.write({}, [Condition("Uploaded", False, "RecordingGone", message)])
+            return True
+        new = from_pod(info, claim, pod.uid if pod is not None else None)
+        updates = self.upload_updates(new, info, ls)
+        if not updates:  # the pod was started without object storage since
+            updates = [Condition("Uploaded", False, "RecordingGone", "object storage is off")]
+        new = {k: new[k] for k in ("files", "bytesWritten", "objectStorage") if k in new}
+        await self.write(new, updates)
+        return upload_settled(updates)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, when=not_over)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0, when=not_settled)
 async def run(
     body: kopf.Body,
     memo: kopf.Memo,
@@ -289,3 +396,51 @@ async def finalize(
         logger.warning("the pod refused to stop %s: %s", name, exc)
         return
     logger.info("stopped %s on its pod: %s", name, (info or {}).get("state", "never started"))
+
+
+def presign_pending(
+    annotations: kopf.Annotations, status: kopf.Status, meta: kopf.Meta, **_: Any
+) -> bool:
+    """The annotation asks for URLs that status does not hold yet (or was removed)."""
+    want = annotations.get(upload.PRESIGN)
+    have = (status.get("presigned") or {}).get("request")
+    return not meta.get("deletionTimestamp") and want != have
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=presign_pending)
+async def presign(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """`streams.haven.dev/presign: <validity>` (1h, 30m, 3600s; at most 168h) asks for
+    presigned GET URLs of the uploaded files, answered in status.presigned: {request,
+    expiresAt, files: [{path, url, sizeBytes}]} or {request, error}; while the upload is still
+    going, {waiting} until it is done. Removing the annotation removes the URLs. Anyone who can
+    read the Recording can use them until they expire."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    ns, name = meta["namespace"], meta["name"]
+    want = (meta.get("annotations") or {}).get(upload.PRESIGN)
+    answer: dict[str, Any] | None = None
+    if want is not None:
+        answer = {"request": want, "expiresAt": None, "files": None, "error": None}
+        answer["waiting"] = None
+        try:
+            seconds = upload.presign_seconds(want, parse_duration)
+            storage = status.get("objectStorage")
+            uploaded = any(f.get("uploaded") for f in status.get("files") or [])
+            if storage and not uploaded and not settled(status):
+                waiting = "waiting for the upload (see condition Uploaded)"
+                answer = {"waiting": waiting, "request": None}
+            else:
+                ref = (storage or {}).get("credentialsSecretRef") or {}
+                secret = (
+                    await asyncio.to_thread(memo.kube.get, "Secret", ns, ref["name"])
+                    if ref
+                    else None
+                )
+                creds = upload.credentials(secret, {"s3": storage}) if storage else None
+                now = dt.datetime.now(dt.UTC)
+                answer.update(upload.presign_files(status, creds, seconds, now))  # type: ignore[arg-type]
+        except (ValueError, upload.CredentialsError) as exc:
+            answer["error"] = str(exc)
+        except ApiException as exc:
+            answer["error"] = f"cannot read the credentials Secret: {exc.status} {exc.reason}"
+        logger.info("presign %s: %s", name, answer.get("error") or answer.get("expiresAt"))
+    await asyncio.to_thread(memo.kube.patch_status, PLURAL, ns, name, {"presigned": answer})

@@ -35,6 +35,8 @@ class Settings:
     pod_address: str = "service"
     cluster_domain: str = "cluster.local"
     metrics_port: int = 9090  # 0 turns the metrics server off
+    # The chart's recording.upload: object storage for LiveStreams without spec.storage.upload.
+    default_upload: dict | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -64,4 +66,5 @@ class Settings:
             pod_address=get("POD_ADDRESS", d.pod_address),
             cluster_domain=get("CLUSTER_DOMAIN", d.cluster_domain),
             metrics_port=int(get("METRICS_PORT", str(d.metrics_port))),
+            default_upload=get_json("DEFAULT_UPLOAD", None) or None,
         )

@@ -6,6 +6,10 @@ object_store) uploads in multipart but never hands out the upload's id, nor list
 so a restarted pod could not continue an upload. These few calls (create, upload part, list
 parts, complete, abort, head, get, put, delete, create bucket) are all the recorder needs,
 signed with AWS Signature Version 4. Payload hashes are computed by the caller, off the event loop.
+
+`presign_get` makes a presigned GET URL (SigV4 in the query string) with the same signing code;
+the operator and the gateway use it too (their image carries this one module, which needs only
+httpx and the standard library).
 """
 
 from __future__ import annotations
@@ -74,6 +78,79 @@ def _sign(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
+def signature(secret_access_key: str, day: str, region: str, string_to_sign: str) -> str:
+    """SigV4: the signing key for (day, region, s3) applied to `string_to_sign` (hex)."""
+    key = _sign(("AWS4" + secret_access_key).encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _sign(key, part)
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _string_to_sign(amz_date: str, scope: str, canonical_request: str) -> str:
+    digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+    return "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, digest])
+
+
+def object_address(
+    endpoint: str, bucket: str, key: str | None, force_path_style: bool
+) -> tuple[str, str, str]:
+    """(scheme://host, host, canonical path) of `key` in `bucket` (None: the bucket itself)."""
+    parsed = urllib.parse.urlsplit(endpoint.rstrip("/"))
+    base_path = parsed.path.rstrip("/")
+    host = parsed.netloc
+    if force_path_style:
+        path = f"{base_path}/{quote(bucket)}"
+    else:
+        host = f"{bucket}.{host}"
+        path = base_path
+    if key is not None:
+        path += "/" + quote_key(key)
+    elif not force_path_style:
+        path += "/"
+    return f"{parsed.scheme}://{host}", host, path or "/"
+
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's longest validity
+
+
+def presign_get(
+    endpoint: str,
+    bucket: str,
+    key: str,
+    credentials: Credentials,
+    *,
+    region: str = "us-east-1",
+    force_path_style: bool = False,
+    expires_seconds: int = 3600,
+    now: dt.datetime | None = None,
+) -> str:
+    """A URL anyone holding it can GET the object with, until `expires_seconds` after `now`
+    (SigV4 query-string authentication, UNSIGNED-PAYLOAD). Pure: no request is made."""
+    if not 1 <= expires_seconds <= MAX_PRESIGN_SECONDS:
+        raise ValueError(f"expires_seconds must be 1..{MAX_PRESIGN_SECONDS}")
+    now = now or dt.datetime.now(dt.UTC)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    scope = f"{day}/{region}/s3/aws4_request"
+    base, host, path = object_address(endpoint, bucket, key, force_path_style)
+    query = {
+        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+        "X-Amz-Credential": f"{credentials.access_key_id}/{scope}",
+        "X-Amz-Date": amz_date,
+        "X-Amz-Expires": str(expires_seconds),
+        "X-Amz-SignedHeaders": "host",
+    }
+    if credentials.session_token:
+        query["X-Amz-Security-Token"] = credentials.session_token
+    canonical_query = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted(query.items()))
+    canonical = "\n".join(
+        ["GET", path, canonical_query, f"host:{host}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    sig = signature(
+        credentials.secret_access_key, day, region, _string_to_sign(amz_date, scope, canonical)
+    )
+    return f"{base}{path}?{canonical_query}&X-Amz-Signature={sig}"
+
+
 def _text(node: ET.Element, tag: str) -> str:
     found = node.find(f"{{*}}{tag}")
     if found is None:
@@ -111,21 +188,10 @@ class S3Client:
 
     def _url(self, key: str | None, query: dict[str, str]) -> tuple[str, str, str]:
         """(url, canonical path, canonical query) for `key` (None: the bucket itself)."""
-        parsed = urllib.parse.urlsplit(self.endpoint)
-        base_path = parsed.path.rstrip("/")
-        host = parsed.netloc
-        if self.force_path_style:
-            path = f"{base_path}/{quote(self.bucket)}"
-        else:
-            host = f"{self.bucket}.{host}"
-            path = base_path
-        if key is not None:
-            path += "/" + quote_key(key)
-        elif not self.force_path_style:
-            path += "/"
+        base, _, path = object_address(self.endpoint, self.bucket, key, self.force_path_style)
         canonical_query = "&".join(f"{quote(k)}={quote(v)}" for k, v in sorted(query.items()))
-        url = f"{parsed.scheme}://{host}{path}" + (f"?{canonical_query}" if query else "")
-        return url, path or "/", canonical_query
+        url = f"{base}{path}" + (f"?{canonical_query}" if query else "")
+        return url, path, canonical_query
 
     async def request(
         self,
@@ -165,16 +231,12 @@ class S3Client:
             ]
         )
         scope = f"{day}/{self.region}/s3/aws4_request"
-        to_sign = "\n".join(
-            ["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()]
+        sig = signature(
+            creds.secret_access_key, day, self.region, _string_to_sign(amz_date, scope, canonical)
         )
-        key_bytes = _sign(("AWS4" + creds.secret_access_key).encode(), day)
-        for part in (self.region, "s3", "aws4_request"):
-            key_bytes = _sign(key_bytes, part)
-        signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
         signed["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={creds.access_key_id}/{scope}, "
-            f"SignedHeaders={';'.join(names)}, Signature={signature}"
+            f"SignedHeaders={';'.join(names)}, Signature={sig}"
         )
         try:
             resp = await self._http.request(method, url, content=body, headers=signed)
