@@ -29,6 +29,8 @@ images: toolchain
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# actionlint, built from the Go module proxy (localcluster/gobuild/actionlint) and cached
+	$$($(BIN)/haven-localcluster build actionlint | awk '$$1 == "actionlint" {print $$2}') .github/workflows/*.yml
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -27,6 +27,7 @@ HELM_VERSION = "v3.22.0"
 LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
 COREDNS_VERSION = "v1.14.7"
 VERSITYGW_VERSION = "v1.8.0"
+ACTIONLINT_VERSION = "v1.7.12"
 
 
 def _k8s_ldflags() -> str:
@@ -97,6 +98,14 @@ TOOLS: dict[str, Tool] = {
             VERSITYGW_VERSION,
             "versitygw",
             "github.com/versity/versitygw/cmd/versitygw",
+        ),
+        # Checks .github/workflows in `make lint`; not needed by the cluster.
+        Tool(
+            "actionlint",
+            ACTIONLINT_VERSION,
+            "actionlint",
+            "github.com/rhysd/actionlint/cmd/actionlint",
+            f"-s -w -X github.com/rhysd/actionlint.version={ACTIONLINT_VERSION}",
         ),
     ]
 }
