@@ -11,13 +11,14 @@ from typing import Any
 
 import kopf
 
-from . import indices, metrics
+from . import conditions, indices, metrics
 from .backoff import jittered
 from .children import GROUP, LABEL, VERSION, names
 from .conditions import Condition
 from .podclient import PodRejected, PodUnreachable
 from .pods import client_for, current_pod, pod_ready
 from .reconciler import Outcome, child_fingerprint, reconcile, secret_unchanged
+from .rollout import Gate
 from .schedule import Schedule
 from .status import Observed, changes, livestream_status
 
@@ -25,6 +26,7 @@ PLURAL = "livestreams"
 FINAL = ("Completed", "Failed")  # Recording phases that are over
 COUNTER_INTERVAL = 30.0  # seconds: counters (viewers, ...) alone are written at most this often
 IDLE = 300.0  # seconds a loop with no ready pod sleeps unless a watch or the schedule wakes it
+ROLLOUT_RETRY = 30.0  # seconds: a template waiting for a rollout slot looks again (or is woken)
 
 
 class Loop:
@@ -57,6 +59,15 @@ def _loops(memo: kopf.Memo) -> dict[tuple[str, str], Loop]:
     if getattr(memo, "streams", None) is None:
         memo.streams = {}
     return memo.streams
+
+
+def _gate(memo: kopf.Memo) -> Gate | None:
+    return getattr(memo, "rollout", None)
+
+
+def _wake_all(memo: kopf.Memo, keys: set[tuple[str, str]]) -> None:
+    for namespace, name in keys:
+        wake(memo, namespace, name)
 
 
 def wake(memo: kopf.Memo, namespace: str, name: str, forget_token: bool = False) -> None:
@@ -132,15 +143,22 @@ async def control_loop(
             raw = dict(body)
             generation = raw["metadata"].get("generation", 1)
             now = time.monotonic()
+            if loop.outcome and loop.outcome.rollout_pending and now >= loop.schedule.next_at:
+                loop.schedule.dirty = True  # a full pass: is there a rollout slot now?
             if loop.schedule.resync_only(generation, now) and await asyncio.to_thread(
                 secret_unchanged, kube, raw, memo.tokens.peek(namespace, name)
             ):
                 loop.schedule.done(generation, True, time.monotonic())  # nothing to do
             elif loop.schedule.due(generation, now):
-                outcome = await asyncio.to_thread(reconcile, kube, settings, raw, memo.fingerprints)
+                outcome = await asyncio.to_thread(
+                    reconcile, kube, settings, raw, memo.fingerprints, _gate(memo)
+                )
                 loop.schedule.done(
                     outcome.generation, outcome.ok, time.monotonic(), outcome.retry_after
                 )
+                if outcome.rollout_pending:
+                    retry = time.monotonic() + jittered(ROLLOUT_RETRY)
+                    loop.schedule.next_at = min(loop.schedule.next_at, retry)
                 if outcome.token is not None:
                     memo.tokens.put(namespace, name, outcome.token)
                 _announce(raw, loop.outcome, outcome)
@@ -163,6 +181,8 @@ async def control_loop(
     finally:
         if _loops(memo).get(key) is loop:
             del _loops(memo)[key]
+        if (gate := _gate(memo)) is not None:
+            _wake_all(memo, gate.forget(key))  # its rollout slot, if it had one
 
 
 async def _write_status(
@@ -172,6 +192,15 @@ async def _write_status(
     view = {**raw, "status": current}
     reconciled = loop.outcome.condition if loop.outcome else None
     new = livestream_status(view, reconciled, loop.schedule.applied, seen, endpoint)
+    pending = loop.outcome.rollout_pending if loop.outcome else None
+    rollout = Condition(
+        "RolloutPending",
+        bool(pending),
+        "WaitingForSlot" if pending else "UpToDate",
+        pending or "no new pod template is waiting",
+    )
+    generation = raw["metadata"].get("generation", 1)
+    new["conditions"] = conditions.merge(new["conditions"], [rollout], generation)
     now = time.monotonic()
     every = min(COUNTER_INTERVAL, memo.settings.counter_interval)
     counters_due = now - loop.counters_at >= jittered(every, spread=0.1)
@@ -212,6 +241,8 @@ async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_:
     """A child was deleted or edited (by anyone): wake its LiveStream's loop to repair it."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["labels"][LABEL])
+    if body.get("kind") == "Deployment" and (gate := _gate(memo)) is not None:
+        _wake_all(memo, gate.finish(key, body))  # its rollout is done: the next may go
     if getattr(memo, "fingerprints", None) is None:
         memo.fingerprints = {}
     uid = meta["uid"]
@@ -228,6 +259,28 @@ async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_:
             loop.wake()
         elif meta.get("name") == names(key[1])["claim"]:
             loop.poke()  # the claim's phase may have moved
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def credential_refs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
+    """(namespace, Secret) -> the LiveStreams whose LiveKit keys it holds."""
+    ref = (spec.get("source", {}).get("livekit") or {}).get("credentialsSecretRef") or {}
+    return {(namespace, ref["name"]): name} if ref.get("name") else None
+
+
+def _referenced(namespace: str, name: str, credential_refs: kopf.Index, **_: Any) -> bool:
+    return (namespace, name) in credential_refs
+
+
+@kopf.on.event("v1", "secrets", when=_referenced)
+async def credentials_changed(
+    namespace: str, name: str, credential_refs: kopf.Index, memo: kopf.Memo, **_: Any
+) -> None:
+    """A LiveStream's credentials Secret was made, edited or deleted: reconcile it now (the
+    pod template carries the keys' hash, so the pod restarts with the new ones). Only the
+    Secrets an index entry names pass the filter; no Secret is kept in memory."""
+    for livestream in credential_refs.get((namespace, name), []):
+        wake(memo, namespace, livestream)
 
 
 @kopf.on.event("v1", "pods", **CHILD)

@@ -11,6 +11,7 @@ import prometheus_client
 from . import archive, indices, livestream, recording  # noqa: F401  (registers the handlers)
 from .kube import Kube, load_config
 from .pods import Tokens
+from .rollout import Gate, max_concurrent_from_env
 from .settings import Settings
 
 __all__ = ["LEADER", "load_config", "serve_metrics"]
@@ -40,6 +41,7 @@ def configure(
     memo.tokens = Tokens(memo.kube)  # control tokens, in memory
     memo.streams = {}  # each LiveStream's control loop, by (namespace, name)
     memo.fingerprints = {}  # each child's last seen spec, labels and owners, by uid
+    memo.rollout = Gate(max_concurrent_from_env())  # stream pods rolling to a new template
     # A watch that the server or the network silently stalls is restarted within minutes.
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300

@@ -1,0 +1,148 @@
+"""Rolling a new pod template out over many LiveStreams, a few stream pods at a time.
+
+A new operator version (a new stream-pod image, a changed manifest) changes every LiveStream's
+pod template at once. Applied as is, every stream pod would restart together: every viewer
+drops and every recording splits. Instead the operator counts the Deployments it is rolling
+and replaces at most `max_concurrent` serving pods at a time; each keeps its slot until its new
+pod is Ready. The others keep their old template meanwhile (condition RolloutPending=True).
+
+What rolls at once, without a slot: a LiveStream's own spec edit (its user asked for it), a
+pod that serves nobody (suspended, not ready), a new control token or credentials (the pod
+cannot work with the old ones). The Deployment carries the hash of the template the operator
+last applied and the LiveStream generation it applied, to tell these apart.
+
+Pure decisions, plus `Gate`, the operator's in-memory count of rollouts (thread-safe: the
+reconciler runs in worker threads). The count starts empty on a new leader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Collection, Mapping
+from enum import Enum
+from typing import Any
+
+from .children import GROUP
+
+TEMPLATE_HASH = f"{GROUP}/template-hash"  # on the Deployment: the template last applied
+APPLIED_GENERATION = f"{GROUP}/livestream-generation"  # on the Deployment: of that apply
+CREDENTIALS_HASH = f"{GROUP}/livekit-credentials-hash"  # pod template: new keys roll the pod
+DEFAULT_MAX_CONCURRENT = 2
+
+Key = tuple[str, str]  # (namespace, LiveStream)
+
+
+class Change(Enum):
+    NONE = "none"  # the template is current (or the Deployment is new)
+    NOW = "now"  # apply it now: nobody is served, or the LiveStream's own spec changed
+    GATED = "gated"  # an operator-side change to a serving pod: wait for a slot
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """The pod template's hash, without the per-stream annotations that roll at once: the
+    hashes of its control token and of its credentials (`streams.haven.dev/*-hash`)."""
+    meta = dict(template.get("metadata") or {})
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not (k.startswith(f"{GROUP}/") and k.endswith("-hash"))
+    }
+    essence = {**template, "metadata": {**meta, "annotations": annotations}}
+    text = json.dumps(essence, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _replicas(obj: Mapping[str, Any]) -> int:
+    return int((obj.get("spec") or {}).get("replicas", 1))
+
+
+def template_change(
+    existing: Mapping[str, Any] | None, desired_hash: str, generation: int, wanted_replicas: int
+) -> Change:
+    if existing is None:
+        return Change.NONE
+    annotations = existing.get("metadata", {}).get("annotations") or {}
+    if annotations.get(TEMPLATE_HASH) == desired_hash:
+        return Change.NONE
+    ready = int((existing.get("status") or {}).get("readyReplicas") or 0)
+    if not (wanted_replicas and _replicas(existing) and ready):
+        return Change.NOW  # no viewer to drop
+    applied = annotations.get(APPLIED_GENERATION)
+    if applied is not None and applied != str(generation):
+        return Change.NOW  # the LiveStream's spec changed: its user asked for the new pod
+    return Change.GATED
+
+
+def admit(rolling: Collection[Key], key: Key, max_concurrent: int) -> bool:
+    return key in rolling or len(rolling) < max_concurrent
+
+
+def rolled(deployment: Mapping[str, Any]) -> bool:
+    """The Deployment's controller has seen its latest spec and every replica is new and
+    Ready (Recreate: the old pod is gone)."""
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    want = _replicas(deployment)
+    return (
+        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) == want
+        and int(status.get("readyReplicas") or 0) >= want
+        and int(status.get("replicas") or 0) == want
+    )
+
+
+def max_concurrent_from_env(env: Mapping[str, str] = os.environ) -> int:
+    value = env.get("HAVEN_ROLLOUT_MAX_CONCURRENT", "")
+    return max(1, int(value)) if value else DEFAULT_MAX_CONCURRENT
+
+
+class Gate:
+    """The rollouts in flight, by LiveStream, with the template hash each is rolling to."""
+
+    def __init__(self, max_concurrent: int = DEFAULT_MAX_CONCURRENT) -> None:
+        self.max_concurrent = max_concurrent
+        self._lock = threading.Lock()
+        self._rolling: dict[Key, tuple[str, float]] = {}
+        self._waiting: set[Key] = set()
+
+    def try_admit(self, key: Key, desired_hash: str) -> bool:
+        with self._lock:
+            if admit(self._rolling, key, self.max_concurrent):
+                self._rolling[key] = (desired_hash, time.monotonic())
+                self._waiting.discard(key)
+                return True
+            self._waiting.add(key)
+            return False
+
+    def finish(self, key: Key, deployment: Mapping[str, Any]) -> set[Key]:
+        """Free the slot once the Deployment rolled to the admitted template. Returns the
+        LiveStreams waiting for a slot (to wake)."""
+        annotations = deployment.get("metadata", {}).get("annotations") or {}
+        with self._lock:
+            entry = self._rolling.get(key)
+            if entry is None or annotations.get(TEMPLATE_HASH) != entry[0]:
+                return set()
+            if not rolled(deployment):
+                return set()
+            del self._rolling[key]
+            return set(self._waiting)
+
+    def forget(self, key: Key) -> set[Key]:
+        """The LiveStream is gone: free its slot."""
+        with self._lock:
+            self._waiting.discard(key)
+            if self._rolling.pop(key, None) is None:
+                return set()
+            return set(self._waiting)
+
+    def rolling(self) -> list[Key]:
+        with self._lock:
+            return sorted(self._rolling)
+
+    def describe(self) -> str:
+        keys = self.rolling()
+        names = ", ".join(f"{ns}/{name}" for ns, name in keys)
+        return f"{len(keys)} of at most {self.max_concurrent} stream pods rolling ({names})"

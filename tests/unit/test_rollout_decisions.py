@@ -1,0 +1,103 @@
+"""Rollout gating's decisions (haven_operator.rollout): which template changes wait for a slot,
+how many roll at once, when a rollout is over."""
+
+from __future__ import annotations
+
+import pytest
+
+from haven_operator.rollout import (
+    APPLIED_GENERATION,
+    TEMPLATE_HASH,
+    Change,
+    Gate,
+    admit,
+    max_concurrent_from_env,
+    rolled,
+    template_change,
+    template_hash,
+)
+
+TEMPLATE = {
+    "metadata": {"labels": {"a": "b"}, "annotations": {}},
+    "spec": {"containers": [{"name": "stream", "image": "haven-recorder:1"}]},
+}
+
+
+def deployment(hash_: str | None = "h1", generation: int | None = 3, ready: int = 1) -> dict:
+    annotations = {}
+    if hash_ is not None:
+        annotations[TEMPLATE_HASH] = hash_
+    if generation is not None:
+        annotations[APPLIED_GENERATION] = str(generation)
+    return {
+        "metadata": {"annotations": annotations, "generation": 7},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 7, "replicas": 1, "updatedReplicas": 1,
+                   "readyReplicas": ready},
+    }  # fmt: skip
+
+
+def test_the_hash_follows_the_template_but_not_its_per_stream_hashes():
+    base = template_hash(TEMPLATE)
+    new_image = {**TEMPLATE, "spec": {"containers": [{"name": "stream", "image": "x:2"}]}}
+    assert template_hash(new_image) != base
+    for key in ("control-token-hash", "livekit-credentials-hash", "s3-credentials-hash"):
+        meta = {**TEMPLATE["metadata"], "annotations": {f"streams.haven.dev/{key}": "z"}}
+        assert template_hash({**TEMPLATE, "metadata": meta}) == base
+
+
+def test_an_operator_side_change_to_a_serving_pod_waits_for_a_slot():
+    assert template_change(deployment(), "h2", generation=3, wanted_replicas=1) is Change.GATED
+    # A Deployment made before the hash existed counts as running an old template.
+    old = deployment(hash_=None, generation=None)
+    assert template_change(old, "h2", generation=3, wanted_replicas=1) is Change.GATED
+
+
+def test_what_rolls_at_once():
+    assert template_change(None, "h2", 3, 1) is Change.NONE  # a new Deployment
+    assert template_change(deployment(), "h1", 3, 1) is Change.NONE  # current
+    assert template_change(deployment(), "h2", 4, 1) is Change.NOW  # the LiveStream's spec edit
+    assert template_change(deployment(ready=0), "h2", 3, 1) is Change.NOW  # serves nobody
+    assert template_change(deployment(), "h2", 3, 0) is Change.NOW  # being suspended
+
+
+def test_at_most_max_concurrent_roll_and_a_holder_keeps_its_slot():
+    a, b, c = ("ns", "a"), ("ns", "b"), ("ns", "c")
+    assert admit([], a, 1)
+    assert not admit([a], b, 1)
+    assert admit([a], a, 1)
+    assert admit([a], b, 2) and not admit([a, b], c, 2)
+
+
+def test_a_rollout_is_over_when_every_replica_is_new_and_ready():
+    assert rolled(deployment())
+    stale = deployment()
+    stale["status"]["observedGeneration"] = 6  # the controller has not seen the new template
+    assert not rolled(stale)
+    assert not rolled(deployment(ready=0))
+    old_pod_left = deployment()
+    old_pod_left["status"]["replicas"] = 2
+    assert not rolled(old_pod_left)
+    suspended = {"metadata": {"generation": 2}, "spec": {"replicas": 0},
+                 "status": {"observedGeneration": 2}}  # fmt: skip
+    assert rolled(suspended)
+
+
+def test_the_gate_frees_a_slot_only_for_the_admitted_template_and_wakes_the_waiting():
+    gate = Gate(max_concurrent=1)
+    a, b = ("ns", "a"), ("ns", "b")
+    assert gate.try_admit(a, "h2")
+    assert not gate.try_admit(b, "h2")
+    assert "1 of at most 1" in gate.describe() and "ns/a" in gate.describe()
+    # An event of the Deployment before our apply (the old template) frees nothing.
+    assert gate.finish(a, deployment(hash_="h1")) == set()
+    not_ready = deployment(hash_="h2", ready=0)
+    assert gate.finish(a, not_ready) == set()
+    assert gate.finish(a, deployment(hash_="h2")) == {b}
+    assert gate.try_admit(b, "h2") and gate.rolling() == [b]
+    assert gate.forget(b) == set() and gate.rolling() == []
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 2), ("1", 1), ("0", 1), ("5", 5)])
+def test_max_concurrent_comes_from_the_chart(value, expected):
+    assert max_concurrent_from_env({"HAVEN_ROLLOUT_MAX_CONCURRENT": value}) == expected
