@@ -38,10 +38,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [get, list, watch, create, patch, delete]
-# The control-token Secret: created once, read to call the pod. No list or watch of Secrets.
+# The control-token Secret: created once, read to call the pod. Secrets are watched (list,
+# watch) so that a LiveStream's LiveKit credentials Secret, once edited, rolls its pod at once;
+# the operator acts only on Secrets a LiveStream names and keeps none in memory.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create]
+  verbs: [get, list, watch, create]
 # Stream pods: read their readiness and address.
 - apiGroups: [""]
   resources: [pods]
