@@ -237,11 +237,13 @@ CHILD = indices.CHILD
 @kopf.on.event("v1", "services", **CHILD)
 @kopf.on.event("v1", "persistentvolumeclaims", **CHILD)
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", **CHILD)
-async def child_changed(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(
+    body: kopf.Body, type: str | None, resource: kopf.Resource, memo: kopf.Memo, **_: Any
+) -> None:
     """A child was deleted or edited (by anyone): wake its LiveStream's loop to repair it."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["labels"][LABEL])
-    if body.get("kind") == "Deployment" and (gate := _gate(memo)) is not None:
+    if resource.plural == "deployments" and (gate := _gate(memo)) is not None:
         _wake_all(memo, gate.finish(key, body))  # its rollout is done: the next may go
     if getattr(memo, "fingerprints", None) is None:
         memo.fingerprints = {}
