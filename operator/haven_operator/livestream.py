@@ -18,7 +18,7 @@ from .conditions import Condition
 from .podclient import PodRejected, PodUnreachable
 from .pods import client_for, current_pod, pod_ready
 from .reconciler import Outcome, child_fingerprint, reconcile, secret_unchanged
-from .rollout import Gate
+from .rollout import Gate, in_flight
 from .schedule import Schedule
 from .status import Observed, changes, livestream_status
 
@@ -119,6 +119,14 @@ def _announce(body: dict, before: Outcome | None, after: Outcome) -> None:
         kopf.info(body, reason="Reconciled", message=after.message)
 
 
+@kopf.index("apps", "v1", "deployments", **indices.CHILD)
+async def stream_rollouts(
+    body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
+) -> dict | None:
+    """(namespace, LiveStream) of each Deployment a gated rollout is still rolling."""
+    return {(namespace, labels[LABEL]): True} if in_flight(body) else None
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
 async def control_loop(
     body: kopf.Body,
@@ -127,6 +135,7 @@ async def control_loop(
     stopped: kopf.DaemonStopped,
     stream_pods: kopf.Index,
     stream_claims: kopf.Index,
+    stream_rollouts: kopf.Index,
     **_: Any,
 ) -> None:
     kube, settings = memo.kube, memo.settings
@@ -150,6 +159,8 @@ async def control_loop(
             ):
                 loop.schedule.done(generation, True, time.monotonic())  # nothing to do
             elif loop.schedule.due(generation, now):
+                if (gate := _gate(memo)) is not None:
+                    gate.observe(list(stream_rollouts))  # rollouts under way, any leader's
                 outcome = await asyncio.to_thread(
                     reconcile, kube, settings, raw, memo.fingerprints, _gate(memo)
                 )

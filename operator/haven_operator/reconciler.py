@@ -23,15 +23,7 @@ from .children import claim, control_secret, deployment, ingress, names, service
 from .conditions import Condition
 from .kube import Kube, api_error
 from .ownership import Owner, classify
-from .rollout import (
-    APPLIED_GENERATION,
-    CREDENTIALS_HASH,
-    TEMPLATE_HASH,
-    Change,
-    Gate,
-    template_change,
-    template_hash,
-)
+from .rollout import CREDENTIALS_HASH, Gate, gate_deployment
 from .settings import Settings
 
 
@@ -109,33 +101,6 @@ def livekit_credentials_hash(kube: Kube, body: dict[str, Any]) -> str | None:
     return hashlib.sha256(json.dumps([data.get(k) for k in keys]).encode()).hexdigest()[:16]
 
 
-def _gate_deployment(
-    manifest: dict[str, Any],
-    existing: dict[str, Any] | None,
-    generation: int,
-    key: tuple[str, str],
-    gate: Gate | None,
-) -> str | None:
-    """Mark the Deployment with its template's hash and our generation; if the new template
-    must wait for a rollout slot (rollout.py), put the running one back. Returns why."""
-    template = manifest["spec"]["template"]
-    desired = template_hash(template)
-    annotations = manifest["metadata"].setdefault("annotations", {})
-    annotations[APPLIED_GENERATION] = str(generation)
-    annotations[TEMPLATE_HASH] = desired
-    change = template_change(existing, desired, generation, manifest["spec"]["replicas"])
-    if change is not Change.GATED or gate is None or gate.try_admit(key, desired):
-        return None
-    assert existing is not None  # GATED: there is a running Deployment
-    manifest["spec"]["template"] = existing["spec"]["template"]
-    running = (existing["metadata"].get("annotations") or {}).get(TEMPLATE_HASH)
-    if running:
-        annotations[TEMPLATE_HASH] = running
-    else:
-        del annotations[TEMPLATE_HASH]
-    return f"the new pod template waits for a rollout slot: {gate.describe()}"
-
-
 def reconcile(
     kube: Kube,
     settings: Settings,
@@ -207,7 +172,7 @@ def reconcile(
         dep = next(m for m in manifests if m["kind"] == "Deployment")
         if (livekit_keys := livekit_credentials_hash(kube, body)) is not None:
             dep["spec"]["template"]["metadata"]["annotations"][CREDENTIALS_HASH] = livekit_keys
-        pending = _gate_deployment(
+        pending = gate_deployment(
             dep, existing["Deployment"], generation, (namespace, ls_name), gate
         )
         if wanted_ingress is not None:

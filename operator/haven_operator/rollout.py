@@ -30,6 +30,7 @@ from .children import GROUP
 
 TEMPLATE_HASH = f"{GROUP}/template-hash"  # on the Deployment: the template last applied
 APPLIED_GENERATION = f"{GROUP}/livestream-generation"  # on the Deployment: of that apply
+ROLLOUT = f"{GROUP}/rollout"  # on the Deployment: the hash a gated rollout goes to, until done
 CREDENTIALS_HASH = f"{GROUP}/livekit-credentials-hash"  # pod template: new keys roll the pod
 DEFAULT_MAX_CONCURRENT = 2
 
@@ -94,6 +95,14 @@ def rolled(deployment: Mapping[str, Any]) -> bool:
     )
 
 
+def in_flight(deployment: Mapping[str, Any]) -> bool:
+    """A gated rollout of this Deployment is under way (seen by any leader, after a
+    failover too: the mark is on the Deployment)."""
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    mark = annotations.get(ROLLOUT)
+    return bool(mark) and mark == annotations.get(TEMPLATE_HASH) and not rolled(deployment)
+
+
 def max_concurrent_from_env(env: Mapping[str, str] = os.environ) -> int:
     value = env.get("HAVEN_ROLLOUT_MAX_CONCURRENT", "")
     return max(1, int(value)) if value else DEFAULT_MAX_CONCURRENT
@@ -107,10 +116,16 @@ class Gate:
         self._lock = threading.Lock()
         self._rolling: dict[Key, tuple[str, float]] = {}
         self._waiting: set[Key] = set()
+        self._in_flight: frozenset[Key] = frozenset()  # from the Deployments' marks
+
+    def observe(self, in_flight: Collection[Key]) -> None:
+        """The rollouts the Deployment watch shows under way (any leader's)."""
+        with self._lock:
+            self._in_flight = frozenset(in_flight)
 
     def try_admit(self, key: Key, desired_hash: str) -> bool:
         with self._lock:
-            if admit(self._rolling, key, self.max_concurrent):
+            if admit(set(self._rolling) | self._in_flight, key, self.max_concurrent):
                 self._rolling[key] = (desired_hash, time.monotonic())
                 self._waiting.discard(key)
                 return True
@@ -121,14 +136,18 @@ class Gate:
         """Free the slot once the Deployment rolled to the admitted template. Returns the
         LiveStreams waiting for a slot (to wake)."""
         annotations = deployment.get("metadata", {}).get("annotations") or {}
+        current = annotations.get(TEMPLATE_HASH)
         with self._lock:
             entry = self._rolling.get(key)
-            if entry is None or annotations.get(TEMPLATE_HASH) != entry[0]:
+            ours = entry is not None and entry[0] == current
+            marked = bool(current) and annotations.get(ROLLOUT) == current
+            if not (ours or marked) or not rolled(deployment):
                 return set()
-            if not rolled(deployment):
-                return set()
-            del self._rolling[key]
-            return set(self._waiting)
+            if ours:
+                del self._rolling[key]
+            self._in_flight = self._in_flight - {key}
+            # The finished one too: its next pass drops the mark.
+            return set(self._waiting) | ({key} if marked else set())
 
     def forget(self, key: Key) -> set[Key]:
         """The LiveStream is gone: free its slot."""
@@ -140,9 +159,43 @@ class Gate:
 
     def rolling(self) -> list[Key]:
         with self._lock:
-            return sorted(self._rolling)
+            return sorted(set(self._rolling) | self._in_flight)
 
     def describe(self) -> str:
         keys = self.rolling()
         names = ", ".join(f"{ns}/{name}" for ns, name in keys)
         return f"{len(keys)} of at most {self.max_concurrent} stream pods rolling ({names})"
+
+
+def gate_deployment(
+    manifest: dict[str, Any],
+    existing: Mapping[str, Any] | None,
+    generation: int,
+    key: Key,
+    gate: Gate | None,
+) -> str | None:
+    """Mark the Deployment manifest with its template's hash and the generation; if the new
+    template must wait for a slot, put the running one back. Returns why it waits, or None."""
+    template = manifest["spec"]["template"]
+    desired = template_hash(template)
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations[APPLIED_GENERATION] = str(generation)
+    annotations[TEMPLATE_HASH] = desired
+    change = template_change(existing, desired, generation, manifest["spec"]["replicas"])
+    if change is Change.NONE:
+        if existing is not None and in_flight(existing):
+            annotations[ROLLOUT] = desired  # still rolling: keep the mark until it is done
+        return None
+    if change is Change.NOW or gate is None:
+        return None
+    if gate.try_admit(key, desired):
+        annotations[ROLLOUT] = desired
+        return None
+    assert existing is not None  # GATED: there is a running Deployment
+    manifest["spec"]["template"] = existing["spec"]["template"]
+    running = (existing["metadata"].get("annotations") or {}).get(TEMPLATE_HASH)
+    if running:
+        annotations[TEMPLATE_HASH] = running
+    else:
+        del annotations[TEMPLATE_HASH]
+    return f"the new pod template waits for a rollout slot: {gate.describe()}"

@@ -7,10 +7,13 @@ import pytest
 
 from haven_operator.rollout import (
     APPLIED_GENERATION,
+    ROLLOUT,
     TEMPLATE_HASH,
     Change,
     Gate,
     admit,
+    gate_deployment,
+    in_flight,
     max_concurrent_from_env,
     rolled,
     template_change,
@@ -101,3 +104,41 @@ def test_the_gate_frees_a_slot_only_for_the_admitted_template_and_wakes_the_wait
 @pytest.mark.parametrize(("value", "expected"), [("", 2), ("1", 1), ("0", 1), ("5", 5)])
 def test_max_concurrent_comes_from_the_chart(value, expected):
     assert max_concurrent_from_env({"HAVEN_ROLLOUT_MAX_CONCURRENT": value}) == expected
+
+
+def manifest(image: str) -> dict:
+    template = {"metadata": {"annotations": {}}, "spec": {"containers": [{"image": image}]}}
+    return {"metadata": {}, "spec": {"replicas": 1, "template": template}}
+
+
+def test_a_waiting_deployment_keeps_its_running_template_and_a_rolling_one_is_marked():
+    gate = Gate(max_concurrent=1)
+    running = deployment(hash_="old")
+    running["spec"]["template"] = {"spec": {"containers": [{"image": "v1"}]}}
+    first = manifest("v2")
+    assert gate_deployment(first, running, 3, ("ns", "a"), gate) is None
+    desired = first["metadata"]["annotations"][TEMPLATE_HASH]
+    assert first["metadata"]["annotations"][ROLLOUT] == desired
+    assert first["spec"]["template"]["spec"]["containers"][0]["image"] == "v2"
+
+    second = manifest("v2")
+    why = gate_deployment(second, running, 3, ("ns", "b"), gate)
+    assert why is not None and "ns/a" in why
+    assert second["spec"]["template"] == running["spec"]["template"]  # the old pod stays
+    assert second["metadata"]["annotations"][TEMPLATE_HASH] == "old"
+    assert ROLLOUT not in second["metadata"]["annotations"]
+
+
+def test_a_new_leader_counts_the_rollouts_marked_on_deployments():
+    rolling = deployment(hash_="h2")
+    rolling["metadata"]["annotations"][ROLLOUT] = "h2"
+    rolling["status"]["readyReplicas"] = 0  # its new pod is starting
+    assert in_flight(rolling)
+    assert not in_flight(deployment(hash_="h2"))  # never gated
+    gate = Gate(max_concurrent=1)  # a fresh leader: nothing in memory
+    gate.observe([("ns", "a")])
+    assert not gate.try_admit(("ns", "b"), "h2")
+    done = deployment(hash_="h2")
+    done["metadata"]["annotations"][ROLLOUT] = "h2"
+    assert gate.finish(("ns", "a"), done) == {("ns", "a"), ("ns", "b")}
+    assert gate.try_admit(("ns", "b"), "h2")
