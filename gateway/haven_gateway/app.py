@@ -11,6 +11,7 @@ GET  /api/recording/status/{mint_id}          the mint's latest recording
 GET  /api/recording/active                    recordings keyed by mint
 GET  /api/recording/formats
 GET  /api/recording/download/{mint_id}        the latest recording's file, with HTTP Range
+     ?presign=true[&expires=s]                a presigned URL of its object (object storage)
 
 Answers have the fields Haven Player's frontend reads, named as its backend named them
 (`success`, `is_recording`, `duration_seconds`, objects keyed by mint, ...); the gateway's own
@@ -29,7 +30,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, WebSocket, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
@@ -38,7 +39,14 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from . import formats
 from .audio import PlayerAudio
-from .downloads import DownloadError, open_part, pod_base_url
+from .downloads import (
+    DEFAULT_PRESIGN_SECONDS,
+    MAX_PRESIGN_SECONDS,
+    DownloadError,
+    open_part,
+    pod_base_url,
+    presigned,
+)
 from .proxy import Relay
 from .sessions import (
     FINAL,
@@ -430,9 +438,13 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         mint_id: Annotated[str, Path(pattern=MINT.pattern)],
         recording: Annotated[str | None, Query(max_length=253)] = None,
         part: Annotated[int, Query(ge=1, le=10000)] = 1,
-    ) -> StreamingResponse:
+        presign: bool = False,
+        expires: Annotated[int, Query(ge=1, le=MAX_PRESIGN_SECONDS)] = DEFAULT_PRESIGN_SECONDS,
+    ) -> Response:
         """The mint's latest recording (or `recording`), its `part` (a pod restart starts a
-        new part), streamed from the stream pod with HTTP Range. `?token=` works too."""
+        new part), streamed from the stream pod with HTTP Range. `?token=` works too. With
+        `?presign=true` (object storage only): JSON with a presigned URL of the part's object,
+        valid `expires` seconds (default 3600, at most 7 days)."""
         if not settings.downloads:
             raise HTTPException(404, "downloads are turned off (gateway.downloads.enabled)")
         recs = await call(store.recordings, mint_id)
@@ -440,6 +452,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             recs = [r for r in recs if r["metadata"]["name"] == recording]
         if not recs:
             raise HTTPException(404, f"mint {mint_id} has no recording {recording or ''}".strip())
+        if presign:
+            try:
+                answer = await call(presigned, store.core, recs[-1], part, expires)
+            except DownloadError as exc:
+                raise HTTPException(exc.status, exc.message) from exc
+            return JSONResponse({"success": True, "mint_id": mint_id, **answer})
         info = recording_info(recs[-1])
         if not info["files"]:
             raise HTTPException(

@@ -14,6 +14,11 @@ The stream pod's side of it (the contract this module is written against):
     not yet created, is 404 with a JSON `detail`. A part still being written is served as far
     as it is written when the request comes. 401 without the token.
 
+With object storage, `?presign=true` answers JSON with a presigned GET URL of the part's object
+instead (`presigned`; signed by haven_operator.upload with the keys of the Secret the
+Recording's status.objectStorage names), so a client fetches the file from the bucket, not
+through the gateway and the stream pod.
+
 A pod that lacks the route answers FastAPI's bare `{"detail": "Not Found"}`; the gateway then
 says plainly that the pod does not serve files (501), and serves nothing else in its place.
 """
@@ -21,11 +26,20 @@ says plainly that the pod does not serve files (501), and serves nothing else in
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import posixpath
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+from kubernetes.client import ApiException, CoreV1Api
+
+from haven_operator import upload
+from haven_recorder import s3
+
+DEFAULT_PRESIGN_SECONDS = upload.DEFAULT_PRESIGN_SECONDS
+MAX_PRESIGN_SECONDS = s3.MAX_PRESIGN_SECONDS
 
 PASSED_HEADERS = (
     "content-type",
@@ -133,3 +147,48 @@ async def open_part(
     raise DownloadError(
         502, f"the stream pod answered {response.status_code} for {part_path}: {detail}"
     )
+
+
+def _secret(core: CoreV1Api, namespace: str, name: str) -> dict | None:
+    try:
+        secret = core.read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise DownloadError(502, f"cannot read Secret {name}: {exc.status} {exc.reason}") from exc
+    return {"data": secret.data or {}}
+
+
+def presigned(core: CoreV1Api, recording: dict, part: int, expires: int) -> dict[str, Any]:
+    """{recording_id, file, url, expires_at, expires_in, files} for one Recording (blocking:
+    one Secret read). DownloadError (409) when it has no object storage or the part is not
+    uploaded yet; the keys never leave this function."""
+    name, status = recording["metadata"]["name"], recording.get("status") or {}
+    storage = status.get("objectStorage")
+    if not storage:
+        raise DownloadError(
+            409, f"recording {name} has no object storage (LiveStream spec.storage.upload)"
+        )
+    files = status.get("files") or []
+    if part > len(files):
+        raise DownloadError(404, f"recording {name} has {len(files)} part(s)")
+    if not files[part - 1].get("uploaded"):
+        cond = next((c for c in status.get("conditions") or [] if c["type"] == "Uploaded"), {})
+        why = f"{cond.get('reason')}: {cond.get('message')}" if cond else "not started"
+        raise DownloadError(409, f"{files[part - 1]['path']} is not uploaded yet ({why})")
+    ref = storage["credentialsSecretRef"]
+    secret = _secret(core, recording["metadata"]["namespace"], ref["name"])
+    try:
+        creds = upload.credentials(secret, {"s3": storage})
+        one = {**status, "files": [files[part - 1]]}
+        signed = upload.presign_files(one, creds, expires, dt.datetime.now(dt.UTC))
+    except (upload.CredentialsError, ValueError) as exc:
+        raise DownloadError(409, str(exc)) from exc
+    return {
+        "recording_id": name,
+        "file": signed["files"][0]["path"],
+        "url": signed["files"][0]["url"],
+        "expires_at": signed["expiresAt"],
+        "expires_in": expires,
+        "size_bytes": signed["files"][0]["sizeBytes"],
+    }
