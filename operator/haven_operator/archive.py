@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from .pods import client_for, current_pod, pod_ready
 from .recording import pod_recording_name
 from .settings import Settings
 
-IDLE = 30.0  # seconds between looks of a LiveStream with nothing to auto-record
+IDLE = 60.0  # seconds between looks of a LiveStream with nothing to auto-record
 RESEND = 30.0  # seconds before a stop or delete the watch does not show yet is sent again
 
 
@@ -74,33 +75,61 @@ async def auto_record(
     interval, or sooner when a grace period runs out."""
     settings: Settings = memo.settings
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    wake = _wakes(memo).setdefault(key, asyncio.Event())
     sent: dict[tuple[str, str], float] = {}  # stops and deletes the index may not show yet
-    while not stopped:
-        raw = dict(body)
-        views = list(auto_recordings.get(key, []))
-        now, clock = _now(), time.monotonic()
-        interval = settings.status_interval
-        try:
-            actions = autorecord.decide(raw, views, now)
-            sent = {k: t for k, t in sent.items() if clock - t < RESEND}
-            for action in actions:
-                once = (type(action).__name__, action.name)
-                if once in sent:
-                    continue
-                await _act(memo, raw, action, logger)
-                if not isinstance(action, Create):  # a repeated create is a 409, not a copy
-                    sent[once] = clock
-            if (
-                not actions
-                and not any(v.running for v in views)
-                and "autoRecord" not in raw["spec"]
-            ):
-                interval = IDLE
-            interval = min(interval, autorecord.next_check(raw, views, now) + 0.5)
-        except Exception as exc:  # the next pass tries again
-            logger.warning("auto-record: %r", exc)
-            metrics.ERRORS.labels(kind="AutoRecord").inc()
-        await stopped.wait(interval)
+    try:
+        while not stopped:
+            raw = dict(body)
+            views = list(auto_recordings.get(key, []))
+            now, clock = _now(), time.monotonic()
+            interval = settings.status_interval
+            try:
+                actions = autorecord.decide(raw, views, now)
+                sent = {k: t for k, t in sent.items() if clock - t < RESEND}
+                for action in actions:
+                    once = (type(action).__name__, action.name)
+                    if once in sent:
+                        continue
+                    await _act(memo, raw, action, logger)
+                    if not isinstance(action, Create):  # a repeated create is a 409, not a copy
+                        sent[once] = clock
+                if (
+                    not actions
+                    and not any(v.running for v in views)
+                    and "autoRecord" not in raw["spec"]
+                ):
+                    interval = IDLE
+                interval = min(interval, autorecord.next_check(raw, views, now) + 0.5)
+            except Exception as exc:  # the next pass tries again
+                logger.warning("auto-record: %r", exc)
+                metrics.ERRORS.labels(kind="AutoRecord").inc()
+            await _sleep(wake, stopped, interval)
+    finally:
+        _wakes(memo).pop(key, None)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Until `seconds` pass, an event on the LiveStream sets `wake`, or the daemon is stopped."""
+    deadline = time.monotonic() + seconds
+    while not stopped and (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=min(1.0, left))
+            break
+    wake.clear()
+
+
+def _wakes(memo: kopf.Memo) -> dict[tuple[str, str], asyncio.Event]:
+    if getattr(memo, "autorecord_wakes", None) is None:
+        memo.autorecord_wakes = {}
+    return memo.autorecord_wakes
+
+
+@kopf.on.event(GROUP, VERSION, "livestreams")
+async def livestream_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A LiveStream's spec or status moved (say, it went Live): decide now."""
+    event = _wakes(memo).get((body["metadata"]["namespace"], body["metadata"]["name"]))
+    if event is not None:
+        event.set()
 
 
 @kopf.daemon(
