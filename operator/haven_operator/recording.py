@@ -187,7 +187,7 @@ class Reconciler:
         changed = {k: v for k, v in status.items() if current.get(k) != v}
         if not changed:
             return  # nothing changed: no write
-        if status.get("phase") != current.get("phase"):
+        if "phase" in status and status["phase"] != current.get("phase"):
             emit = kopf.warn if status.get("phase") == "Failed" else kopf.info
             emit(
                 dict(self.body),
