@@ -40,8 +40,8 @@ def pumpfun(livekit_server, node_network) -> Iterator[PumpFunStandIn]:
 
 
 class Operator:
-    """The chart's operator Deployment; `kill` deletes its pod outright, `start` waits for the
-    replacement to be Ready."""
+    """The chart's operator Deployment; `kill` deletes its pods outright, `start` waits for a
+    Ready replacement to hold the Lease (to act)."""
 
     def __init__(self, cluster, kubectl) -> None:
         self.cluster, self.kubectl = cluster, kubectl
@@ -62,10 +62,20 @@ class Operator:
                     for c in p.get("status", {}).get("conditions", [])
                 )
             ]
-            if ready:
+            if ready and self.leader() in {p["metadata"]["name"] for p in ready}:
                 return self
             time.sleep(0.5)
-        raise TimeoutError(f"no Ready operator pod:\n{self.logs()}")
+        raise TimeoutError(f"no Ready operator pod holds the Lease:\n{self.logs()}")
+
+    def leader(self) -> str | None:
+        """The pod holding the operator's Lease (leader election), if any."""
+        out = self.kubectl(
+            "get", "lease", "-n", OPERATOR_NAMESPACE, "haven-operator", "-o", "json", check=False
+        )
+        if out.returncode != 0:
+            return None
+        identity = (json.loads(out.stdout).get("spec") or {}).get("holderIdentity")
+        return identity.rsplit("_", 1)[0] if identity else None
 
     def kill(self) -> None:
         self.kubectl(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
-from .conftest import OPERATOR_NAMESPACE
+from .test_leader import leader_metrics
 from .test_livestream_reconcile import apply, condition, get, livestream, status, wait_for
 
 REPAIR = 60  # generous: the figure (seconds to repair) is printed by bench/livestreams.py
@@ -139,9 +137,8 @@ def test_an_object_it_does_not_own_is_left_untouched_and_named(operator, kubectl
 
 
 def metrics(kubectl) -> str:
-    svc = get(kubectl, OPERATOR_NAMESPACE, "service", "haven-operator-metrics")
-    port = svc["spec"]["ports"][0]["port"]
-    return httpx.get(f"http://{svc['spec']['clusterIP']}:{port}/metrics", timeout=10).text
+    """The acting replica's metrics: the Service also balances to the standby."""
+    return leader_metrics(kubectl)
 
 
 def errors_counted(text: str, kind: str) -> float:

@@ -1,0 +1,124 @@
+"""Two operator replicas, one leader (operator/haven_operator/leader.py, the chart's Lease): one
+replica holds the Lease and acts, the other stands by; when the leader's pod dies the standby
+takes the Lease over and LiveStreams made afterwards reconcile; at no moment do two replicas
+say they lead (haven_operator_leader, read from each pod)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.release_fixtures import SELECTOR
+
+from .conftest import OPERATOR_NAMESPACE
+from .test_livestream_reconcile import apply, condition, get, livestream, status, wait_for
+
+LEASE = "haven-operator"
+TAKEOVER = 180  # generous: a lease duration (15 s) plus a busy machine's scheduling
+
+
+def holder(kubectl) -> str | None:
+    """The pod holding the Lease (its identity is `<pod>_<random>`), if any."""
+    lease = get(kubectl, OPERATOR_NAMESPACE, "lease", LEASE)
+    identity = (lease.get("spec") or {}).get("holderIdentity")
+    return identity.rsplit("_", 1)[0] if identity else None
+
+
+def ready_pods(kubectl) -> dict[str, dict]:
+    out = kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-l", SELECTOR, "-o", "json").stdout
+    return {
+        p["metadata"]["name"]: p
+        for p in json.loads(out)["items"]
+        if not p["metadata"].get("deletionTimestamp")
+        and p["status"].get("podIP")
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    }
+
+
+def leader_gauge(pod: dict) -> float | None:
+    """haven_operator_leader of one replica, from its metrics port (None if unreachable)."""
+    try:
+        text = httpx.get(f"http://{pod['status']['podIP']}:9090/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("haven_operator_leader "):
+            return float(line.split()[1])
+    return None
+
+
+def leader_metrics(kubectl) -> str:
+    """The metrics of the replica that acts (the standby's counters stay at zero)."""
+    for pod in ready_pods(kubectl).values():
+        if leader_gauge(pod) == 1.0:
+            return httpx.get(f"http://{pod['status']['podIP']}:9090/metrics", timeout=10).text
+    raise AssertionError("no operator replica says it leads")
+
+
+def logs(kubectl, pod: str) -> str:
+    result = kubectl("logs", "-n", OPERATOR_NAMESPACE, pod, "--tail=-1", check=False)
+    return result.stdout + result.stderr
+
+
+def reconciled(kubectl, namespace: str, name: str) -> dict | None:
+    st = status(kubectl, namespace, "ls", name)
+    ok = condition(st, "Reconciled").get("status") == "True"
+    return st if ok and st.get("observedGeneration") == 1 else None
+
+
+def one_leader(kubectl) -> tuple[str, str] | None:
+    """(leader, standby) once two replicas are Ready, the Lease names one, and their gauges
+    agree: exactly one says 1."""
+    pods = ready_pods(kubectl)
+    lead = holder(kubectl)
+    if len(pods) != 2 or lead not in pods:
+        return None
+    gauges = {name: leader_gauge(pod) for name, pod in pods.items()}
+    if sorted(gauges.values(), key=str) != [0.0, 1.0] or gauges[lead] != 1.0:
+        return None
+    (standby,) = set(pods) - {lead}
+    return lead, standby
+
+
+def test_the_standby_takes_over_when_the_leader_dies(operator, kubectl, namespace):
+    leader, standby = wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
+    transitions = get(kubectl, OPERATOR_NAMESPACE, "lease", LEASE)["spec"].get(
+        "leaseTransitions", 0
+    )
+    apply(kubectl, namespace, livestream("before"))
+    wait_for(lambda: reconciled(kubectl, namespace, "before"), timeout=120)
+    assert "took Lease" in logs(kubectl, leader)
+    assert "took Lease" not in logs(kubectl, standby)  # it waited: it never acted
+
+    # The leader dies without a word: no clean release, the Lease must expire.
+    kubectl(
+        "delete", "pod", "-n", OPERATOR_NAMESPACE, leader,
+        "--grace-period=0", "--force", "--wait=false",
+    )  # fmt: skip
+    wait_for(lambda: holder(kubectl) == standby, timeout=TAKEOVER, interval=0.5)
+    lease = get(kubectl, OPERATOR_NAMESPACE, "lease", LEASE)["spec"]
+    assert lease["leaseTransitions"] == transitions + 1
+    apply(kubectl, namespace, livestream("after"))
+    wait_for(lambda: reconciled(kubectl, namespace, "after"), timeout=120)
+    assert "took Lease" in logs(kubectl, standby)
+
+    # The dead leader's replacement comes up as the standby: one leader again.
+    new_leader, new_standby = wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
+    assert new_leader == standby and new_standby != leader
+    assert "took Lease" not in logs(kubectl, new_standby)
+    # One of each child: nothing made twice.
+    for name in ("before", "after"):
+        selector = f"streams.haven.dev/livestream={name}"
+        deps = kubectl("get", "deployments", "-n", namespace, "-l", selector, "-o", "name")
+        assert deps.stdout.split() == [f"deployment.apps/{name}-stream"]
+
+    # A clean stop gives the Lease up: the standby takes it at once, not after a lease.
+    kubectl("delete", "pod", "-n", OPERATOR_NAMESPACE, new_leader, "--wait=false")
+    wait_for(lambda: holder(kubectl) == new_standby, timeout=TAKEOVER, interval=0.5)
+    apply(kubectl, namespace, livestream("last"))
+    wait_for(lambda: reconciled(kubectl, namespace, "last"), timeout=120)
+    wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
