@@ -8,9 +8,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
+import yaml
 
+from haven_localcluster import toolchain
 from haven_operator import upload
 from haven_operator.children import deployment
 from haven_operator.recording import (
@@ -174,3 +178,32 @@ def test_presign_files_of_a_recording_and_its_validity():
     for bad in ("0s", "200h", "soon"):
         with pytest.raises(ValueError, match="validity"):
             upload.presign_seconds(bad, parse_duration)
+
+
+def test_the_charts_default_reaches_the_operator_and_bad_values_are_refused():
+    chart = Path(__file__).resolve().parents[2] / "charts" / "haven-streams"
+    helm = str(toolchain.ensure(["helm"])["helm"])
+    base = [helm, "template", "h", str(chart), "--kube-version", toolchain.KUBERNETES_VERSION]
+    sets = [
+        "--set", "recording.upload.s3.bucket=chart-default",
+        "--set", "recording.upload.s3.endpoint=http://s3.example.test:9000",
+        "--set", "recording.upload.s3.credentialsSecretRef.name=s3-keys",
+    ]  # fmt: skip
+    out = subprocess.run([*base, *sets], capture_output=True, text=True, check=True).stdout
+    operator = next(
+        d
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "Deployment" and "HAVEN_STREAM_POD_IMAGE" in json.dumps(d)
+    )
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    settings = Settings.from_env({"HAVEN_DEFAULT_UPLOAD": env["HAVEN_DEFAULT_UPLOAD"]})
+    cfg = upload.effective(livestream(), settings.default_upload)
+    assert cfg["s3"]["bucket"] == "chart-default"
+    assert cfg["s3"]["credentialsSecretRef"]["name"] == "s3-keys"
+    plain = subprocess.run(base, capture_output=True, text=True, check=True).stdout
+    assert "HAVEN_DEFAULT_UPLOAD" not in plain  # no bucket: no default
+    refused = subprocess.run(
+        [*base, "--set", "recording.upload.s3.bucket=x-bucket"], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "credentialsSecretRef" in refused.stderr
