@@ -399,12 +399,13 @@ async def finalize(
 
 
 def presign_pending(
-    annotations: kopf.Annotations, status: kopf.Status, meta: kopf.Meta, **_: Any
+    annotations: kopf.Annotations, status: kopf.Status, meta: kopf.Meta, **kwargs: Any
 ) -> bool:
     """The annotation asks for URLs that status does not hold yet (or was removed)."""
+    if kwargs.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        return False
     want = annotations.get(upload.PRESIGN)
-    have = (status.get("presigned") or {}).get("request")
-    return not meta.get("deletionTimestamp") and want != have
+    return want != (status.get("presigned") or {}).get("request")
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=presign_pending)
