@@ -50,21 +50,38 @@ def livestream(name: str, suspend: bool) -> dict:
     }
 
 
-def operator_pid() -> int:
-    """The operator's process, as the host sees it inside its container."""
-    out = subprocess.run(["pgrep", "-f", "-n", "python -m haven_operator"], capture_output=True)
-    return int(out.stdout.split()[0])
+def operator_pid(cluster: LocalCluster) -> int:
+    """The acting operator replica's process (the Lease holder's), as the host sees it inside
+    its container (the standby only waits for the Lease)."""
+    out = subprocess.run(["pgrep", "-f", "python -m haven_operator"], capture_output=True)
+    pids = [int(p) for p in out.stdout.split()]
+    holder = kubectl(
+        cluster, "get", "lease", "-n", release.NAMESPACE, "haven-operator",
+        "-o", "jsonpath={.spec.holderIdentity}",
+    ).rsplit("_", 1)[0]  # fmt: skip
+    for pid in pids:
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"HAVEN_POD_NAME={holder}".encode() in environ:
+            return pid
+    return max(pids)
 
 
 def audit_counts(log: Path) -> Counter:
-    """Requests by the operator, by verb, and status writes as "status-patch"."""
+    """Requests by the operator, by verb, and status writes as "status-patch"; the replicas'
+    Lease calls (leader election: a constant, not per LiveStream) only as "lease"."""
     counts: Counter = Counter()
     with open(log) as f:
         for line in f:
             event = json.loads(line)
             if event["user"]["username"] == OPERATOR_USER:
-                counts[event["verb"]] += 1
                 ref = event.get("objectRef") or {}
+                if ref.get("resource") == "leases":
+                    counts["lease"] += 1
+                    continue
+                counts[event["verb"]] += 1
                 if event["verb"] == "patch" and ref.get("subresource") == "status":
                     counts["status-patch"] += 1
     return counts
@@ -99,7 +116,7 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
     core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
     core.create_namespace({"metadata": {"name": namespace}})
-    pid = operator_pid()
+    pid = operator_pid(cluster)
     before = audit_counts(cluster.control_plane.audit_log)
     cpu0 = cpu_seconds(pid)
     manifests = "\n---\n".join(json.dumps(livestream(f"s{i:04d}", True)) for i in range(count))
@@ -118,17 +135,20 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
     cpu = cpu_seconds(pid) - cpu0
     time.sleep(10)  # settle
     after = audit_counts(cluster.control_plane.audit_log)
-    requests = sum(after.values()) - sum(before.values()) - after["status-patch"]
-    requests += before["status-patch"]
-    by_verb = {v: after[v] - before[v] for v in after if after[v] - before[v]}
+
+    def api(c: Counter) -> int:
+        return sum(c.values()) - c["status-patch"] - c["lease"]
+
+    requests = api(after) - api(before)
+    by_verb = {v: after[v] - before[v] for v in after if after[v] - before[v] and v != "lease"}
     idle_cpu0, idle_t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(60)  # steady state: nothing changes
     idle_s = time.monotonic() - idle_t0
     idle_cores = (cpu_seconds(pid) - idle_cpu0) / idle_s
     steady = audit_counts(cluster.control_plane.audit_log)
-    steady_requests = sum(steady.values()) - steady["status-patch"]
-    steady_requests -= sum(after.values()) - after["status-patch"]
+    steady_requests = api(steady) - api(after)
     steady_writes = steady["status-patch"] - after["status-patch"]
+    lease_per_min = (steady["lease"] - after["lease"]) / (idle_s / 60)
     result = {
         "LiveStreams": count,
         "apply s": round(applied, 1),
@@ -140,6 +160,7 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
         "idle cores": round(idle_cores, 3),
         "idle req/LS/min": round(steady_requests / count / (idle_s / 60), 3),
         "status writes/LS/min": round(steady_writes / count / (idle_s / 60), 3),
+        "Lease req/min": round(lease_per_min, 1),
     }
     print(f"  requests by verb (until 10 s after status): {by_verb}", flush=True)
     core.delete_namespace(namespace)
