@@ -60,3 +60,4 @@ def configure(
     )
     settings.persistence.finalizer = "streams.haven.dev/finalizer"
     serve_metrics()
+    LEADER.set(1)  # kopf runs only in the replica that acts
