@@ -25,6 +25,7 @@ class PodView:
     ready: bool
     waiting: tuple[str, str] | None  # why its container is not running (reason, message)
     ip: str | None
+    unschedulable: str | None = None  # the scheduler's message while it has no node
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> PodView:
@@ -47,6 +48,14 @@ class PodView:
             ),
             waiting=waiting,
             ip=status.get("podIP"),
+            unschedulable=next(
+                (
+                    c.get("message") or "no node fits the pod"
+                    for c in status.get("conditions") or []
+                    if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+                ),
+                None,
+            ),
         )
 
 

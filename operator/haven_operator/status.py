@@ -22,6 +22,7 @@ POD_STATES = {
 FAILED_WAITING = {
     "ImagePullBackOff",
     "ErrImagePull",
+    "ErrImageNeverPull",
     "InvalidImageName",
     "CreateContainerConfigError",
 }
@@ -59,6 +60,8 @@ def pod_condition(suspended: bool, pod: PodView | None) -> Condition:
         return Condition("PodReady", True, "Ready", f"pod {pod.name} is ready")
     if waiting:
         return Condition("PodReady", False, waiting[0], waiting[1] or f"pod {pod.name}")
+    if pod.unschedulable:
+        return Condition("PodReady", False, "Unschedulable", pod.unschedulable)
     message = f"pod {pod.name} is {pod.phase}"
     return Condition("PodReady", False, "NotReady", message)
 

@@ -139,6 +139,19 @@ def test_status_reports_a_pod_that_cannot_start_as_failed():
     )
 
 
+def test_status_names_a_pod_no_node_takes():
+    pending = PodView(**{**_pod(False).__dict__, "phase": "Pending", "unschedulable": "0/1 nodes"})
+    st = livestream_status(
+        LS, Condition("Reconciled", True, "Applied"), 3, Observed("Bound", pending, None), "ws://x"
+    )
+    podready = cond(st, "PodReady")
+    assert (podready["reason"], podready["message"]) == ("Unschedulable", "0/1 nodes")
+    assert st["phase"] == "Pending" and cond(st, "Ready")["reason"] == "Unschedulable"
+    never = Observed("Bound", _pod(False, "ErrImageNeverPull"), None)
+    failed = livestream_status(LS, Condition("Reconciled", True, "Applied"), 3, never, "ws://x")
+    assert failed["phase"] == "Failed"
+
+
 def test_counters_alone_wait_but_transitions_carry_them():
     old = {"phase": "Live", "viewers": 1}
     assert changes(old, {"phase": "Live", "viewers": 2}, counters_due=False) == {}
