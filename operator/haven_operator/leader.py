@@ -154,7 +154,7 @@ class LeaseElector:
         stamp = _micro_now()
         if action is Action.ACQUIRE:
             spec.acquire_time = stamp
-            spec.lease_transitions = record.transitions + (1 if record.holder else 0)
+            spec.lease_transitions = record.transitions + 1  # a new holder, as client-go
         spec.holder_identity = self.identity
         spec.lease_duration_seconds = int(self.duration)
         spec.renew_time = stamp
