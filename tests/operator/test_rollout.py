@@ -9,6 +9,7 @@ node is not what is under test."""
 from __future__ import annotations
 
 import copy
+import json
 import threading
 
 import kubernetes
@@ -137,3 +138,39 @@ def test_an_upgrade_rolls_one_stream_pod_at_a_time(
         )
     finally:
         release.install(cluster, base)
+
+
+def test_a_changed_credentials_secret_rolls_the_pod(operator, kubectl, namespace):
+    """The LiveKit credentials Secret is watched: an edit reaches the pod (a new pod, whose env
+    is read from the Secret) long before the 15-minute resync would."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "lk"},
+        "stringData": {"apiKey": "k", "apiSecret": "s1"},
+    }
+    apply(kubectl, namespace, secret)
+    apply(kubectl, namespace, livestream("cred"))
+    selector = f"{LABEL}=cred"
+
+    def ready_pod() -> dict | None:
+        out = kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
+        for pod in json.loads(out)["items"]:
+            conds = pod["status"].get("conditions", [])
+            if not pod["metadata"].get("deletionTimestamp") and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in conds
+            ):
+                return pod
+        return None
+
+    first = wait_for(ready_pod, timeout=300, interval=1)
+    annotation = "streams.haven.dev/livekit-credentials-hash"
+    before = first["metadata"]["annotations"][annotation]
+
+    apply(kubectl, namespace, {**secret, "stringData": {"apiKey": "k", "apiSecret": "s2"}})
+    second = wait_for(
+        lambda: (p := ready_pod()) and p["metadata"]["uid"] != first["metadata"]["uid"] and p,
+        timeout=240,  # generous; the resync would take 15 minutes
+        interval=1,
+    )
+    assert second["metadata"]["annotations"][annotation] != before
