@@ -220,3 +220,5 @@ async def delete_files(
     message = f"deleted {len(files)} files and {len(objects)} objects of {name}"
     logger.info(message)
     kopf.info(dict(body), reason="FilesDeleted", message=message)
+    if kept := result.get("keptObjects"):  # uploaded where the pod's storage is not now
+        kopf.warn(dict(body), reason="ObjectsKept", message=", ".join(kept)[:500])

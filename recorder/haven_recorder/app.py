@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import files, wsprotocol
+from . import deletion, files, wsprotocol
 from .config import Settings
 from .fanout import FanOut
 from .health import Health, contained
@@ -380,6 +380,7 @@ def _control_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
         return JSONResponse({"cancelled": task}, status_code=202)
 
     app.include_router(files.router, dependencies=[Control])  # GET /recordings/{name}/files...
+    app.include_router(deletion.router, dependencies=[Control])  # DELETE /recordings/{name}
 
 
 def _viewer_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
