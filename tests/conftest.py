@@ -19,7 +19,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from haven_localcluster import toolchain
+from haven_localcluster import release, toolchain
 from haven_localcluster.cluster import LocalCluster
 from haven_localcluster.images import Image, ensure_images
 from haven_localcluster.livekit import LiveKitServer
@@ -34,13 +34,19 @@ pytest_plugins = ["tests.release_fixtures", "tests.s3_fixtures"]
 
 def stage(item: pytest.Item) -> int:
     """When a test runs: 0 marked `first`, 1 without the cluster, 2 with the cluster, 3 with
-    the chart's release installed."""
+    the chart's release installed, 4 marked `last` (after everything the release did)."""
     if item.get_closest_marker("first"):
         return 0
+    if item.get_closest_marker("last"):
+        return 4
     fixtures = set(getattr(item, "fixturenames", ()))
     if fixtures & {"operator", "gateway"}:
         return 3
     return 2 if "cluster" in fixtures else 1
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "last: runs after every other test (stage 4)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,9 +93,12 @@ def cluster(
     images,
     node_network: NodeNetwork,
 ) -> Iterator[LocalCluster]:
+    # The apiserver's audit log keeps the chart's ServiceAccounts' requests (haven-system's):
+    # the RBAC test compares the verbs they used with the rules (tests/operator/test_rbac_audit.py).
     local = LocalCluster(
-        tmp_path_factory.mktemp("cluster"), images, network=node_network, own_network=False
-    )
+        tmp_path_factory.mktemp("cluster"), images, network=node_network, own_network=False,
+        audit_groups=(f"system:serviceaccounts:{release.NAMESPACE}",),
+    )  # fmt: skip
     timings = local.start()
     report(
         pytestconfig,

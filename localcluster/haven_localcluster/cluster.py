@@ -26,6 +26,7 @@ class LocalCluster:
     detach: bool = False
     network: NodeNetwork = field(default_factory=free_network)
     audit: bool = False  # the apiserver's audit log, for the benchmarks
+    audit_groups: tuple[str, ...] = ()  # or only these user groups' requests (the tests)
     # False when the caller created the network and deletes it (the tests create it first,
     # so livekit-server can listen on its host address before the cluster starts).
     own_network: bool = True
@@ -35,7 +36,11 @@ class LocalCluster:
 
     def __post_init__(self) -> None:
         self.control_plane = ControlPlane(
-            self.state_dir, self.detach, self.network, audit=self.audit
+            self.state_dir,
+            self.detach,
+            self.network,
+            audit=self.audit,
+            audit_groups=self.audit_groups,
         )
         self.node = Node(
             self.state_dir / "node", self.control_plane, self.network, self.images, self.detach

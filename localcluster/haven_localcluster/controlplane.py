@@ -50,6 +50,8 @@ class ControlPlane:
     detach: bool = False  # True: processes outlive this Python process (`up`)
     network: NodeNetwork | None = None  # set when a node will join
     audit: bool = False  # log every request's metadata to <state_dir>/audit.log (benchmarks)
+    # Or only these user groups' requests (the tests: the chart's ServiceAccounts, for RBAC).
+    audit_groups: tuple[str, ...] = ()
     procs: list[Proc] = field(default_factory=list)
     apiserver_port: int = 0
 
@@ -212,12 +214,15 @@ class ControlPlane:
         return self.state_dir / "audit.log"
 
     def _audit_flags(self) -> list[str]:
-        if not self.audit:
+        if not self.audit and not self.audit_groups:
             return []
         policy = self.state_dir / "audit-policy.yaml"
         rule = {"level": "Metadata", "omitStages": ["RequestReceived"]}
+        rules = [rule]
+        if not self.audit:
+            rules = [{**rule, "userGroups": list(self.audit_groups)}, {"level": "None"}]
         policy.write_text(
-            yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": [rule]})
+            yaml.safe_dump({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "rules": rules})
         )
         return [
             f"--audit-policy-file={policy}",

@@ -19,13 +19,19 @@ RELEASE, NAMESPACE = "haven", "haven-system"
 GATEWAY_SERVICE, GATEWAY_SECRET = "haven-gateway", f"{RELEASE}-gateway-token"
 
 
+def image_values(ref: str) -> dict[str, str]:
+    """The chart's image values for a reference `repository:tag`."""
+    repository, _, tag = ref.rpartition(":")
+    return {"repository": repository, "tag": tag}
+
+
 def values(
     images: dict[str, Image], pumpfun_api_url: str, pumpfun_livekit_url: str, status_interval: int
 ) -> dict:
     return {
         "image": {
-            "operator": images["operator"].ref,
-            "streamPod": images["recorder"].ref,
+            "operator": image_values(images["operator"].ref),
+            "streamPod": image_values(images["recorder"].ref),
             "pullPolicy": "Never",  # built here and imported into the node, never pulled
         },
         "operator": {
