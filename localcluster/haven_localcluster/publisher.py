@@ -13,6 +13,14 @@ reads upright once turned by it, as a phone's portrait camera does), `--channels
 (the tone left, at half level right) and `--sample-rate` (44100, say). The defaults are the
 1280x720 upright, mono, 48 kHz signal. `--frame-metadata` attaches each frame's capture time
 (wall clock, microseconds) as its user timestamp, the SDK's frame-metadata feature.
+
+Tracks as real publishers publish them: `--no-video` (audio only), `--no-audio` (video
+only), `--screen-share` (a second video track, source screen share, named "screen", at
+SCREEN_WIDTH x SCREEN_HEIGHT, its counter n + SCREEN_COUNTER, so a receiver tells them apart), and
+`--unpublish-after S` (the camera track is unpublished S seconds after it was published) with
+`--republish-after R` (then published again, as a new track, R seconds later); SIGUSR1 does
+the same on demand (unpublish the camera, or publish it again). Frames keep their counter
+through all of it: frame n is always captured at t0 + n / FPS.
 """
 
 from __future__ import annotations
@@ -44,6 +52,10 @@ log = logging.getLogger("haven.publisher")
 AUDIO_QUEUE_MS = 3000
 AUDIO_MAX_LATE = 0.03  # seconds
 PUBLISHER_NICE = -10  # the niceness spawn_publisher asks for (root may raise priority)
+SCREEN_WIDTH, SCREEN_HEIGHT = 640, 360  # the --screen-share track's picture
+# The screen share's frame n carries counter n + SCREEN_COUNTER: a receiver tells the tracks
+# apart by it (not by size: WebRTC scales a busy publisher's camera down too).
+SCREEN_COUNTER = 1 << 15
 ROTATIONS = {
     0: rtc.VideoRotation.VIDEO_ROTATION_0,
     90: rtc.VideoRotation.VIDEO_ROTATION_90,
@@ -62,6 +74,11 @@ class Signal:
     channels: int = ts.CHANNELS
     sample_rate: int = ts.SAMPLE_RATE
     frame_metadata: bool = False  # send each frame's capture time as its user timestamp
+    camera: bool = True  # publish the camera track
+    microphone: bool = True  # publish the microphone track
+    screen_share: bool = False  # publish a second video track, source screen share
+    unpublish_after: float = 0  # seconds; unpublish the camera track then (0: never)
+    republish_after: float = 0  # seconds after that; publish it again (0: never)
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -118,8 +135,10 @@ def token(api_key: str, api_secret: str, room: str, identity: str, *, publish: b
 
 
 async def _video_loop(
-    source: rtc.VideoSource, t0: float, stop: asyncio.Event, media: Signal
+    source: rtc.VideoSource, t0: float, stop: asyncio.Event, media: Signal, counter: int = 0
 ) -> None:
+    """Frame n (counter n + `counter`) at t0 + n / FPS into `source`, whether a track
+    publishes it or not."""
     pattern = ts.VideoPattern(*media.upright_size)
     rotation = ROTATIONS[media.rotation]
     n = 0
@@ -131,7 +150,7 @@ async def _video_loop(
         elif delay < -1:  # fell far behind (a stalled machine): skip ahead, keep the clock
             n = int((time.time() - t0) * ts.FPS)
             continue
-        data = media.picture(pattern, n)
+        data = media.picture(pattern, n + counter)
         frame = rtc.VideoFrame(media.width, media.height, rtc.VideoBufferType.I420, data)
         metadata = (
             rtc.FrameMetadata(user_timestamp=int(due * 1e6)) if media.frame_metadata else None
@@ -170,10 +189,58 @@ async def _audio_loop(
         sample += frame_samples
 
 
+def _video_options(media: Signal, source: int, max_bitrate: int) -> rtc.TrackPublishOptions:
+    options = rtc.TrackPublishOptions(
+        source=source,
+        simulcast=False,
+        video_encoding=rtc.VideoEncoding(max_framerate=ts.FPS, max_bitrate=max_bitrate),
+    )
+    if media.frame_metadata:
+        options.frame_metadata_features.append(rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP)
+    return options
+
+
+async def _camera(
+    room: rtc.Room, source: rtc.VideoSource, media: Signal, stop: asyncio.Event,
+    toggle: asyncio.Event,
+) -> None:  # fmt: skip
+    """Publish the camera track; unpublish it `unpublish_after` seconds later and publish it
+    again (a new track, a new sid) `republish_after` seconds after that; and toggle it
+    (unpublish, publish again) whenever `toggle` is set (SIGUSR1)."""
+    options = _video_options(media, rtc.TrackSource.SOURCE_CAMERA, 3_000_000)
+    timed = [t for t in (media.unpublish_after, media.republish_after) if t > 0]
+    if not media.unpublish_after:
+        timed = []
+    pub: rtc.LocalTrackPublication | None = None
+    while not stop.is_set():
+        if pub is None:
+            track = rtc.LocalVideoTrack.create_video_track("test-pattern", source)
+            pub = await room.local_participant.publish_track(track, options)
+            log.info("published camera track %s", pub.sid)
+        else:
+            await room.local_participant.unpublish_track(pub.sid)
+            log.info("unpublished camera track %s", pub.sid)
+            pub = None
+        toggle.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(toggle.wait())]
+        await asyncio.wait(
+            waits, timeout=timed.pop(0) if timed else None, return_when=asyncio.FIRST_COMPLETED
+        )
+        for w in waits:
+            w.cancel()
+
+
 async def publish(
-    url: str, access_token: str, stop: asyncio.Event, media: Signal | None = None
+    url: str,
+    access_token: str,
+    stop: asyncio.Event,
+    media: Signal | None = None,
+    toggle: asyncio.Event | None = None,
 ) -> None:
+    """Publish until `stop`; setting `toggle` unpublishes the camera track, or publishes it
+    again."""
     media = media or Signal()
+    toggle = toggle or asyncio.Event()
     room = rtc.Room()
     await room.connect(url, access_token)
     log.info("joined room %s as %s", room.name, room.local_participant.identity)
@@ -181,30 +248,33 @@ async def publish(
     t0 = time.time() + 0.5
     await room.local_participant.set_attributes({"haven.t0": f"{t0:.6f}"})
     log.info("frame n is captured at t0 + n / %d, t0 = %.6f (wall clock)", ts.FPS, t0)
-    video = rtc.VideoSource(media.width, media.height)
-    audio = rtc.AudioSource(media.sample_rate, media.channels, queue_size_ms=AUDIO_QUEUE_MS)
-    video_track = rtc.LocalVideoTrack.create_video_track("test-pattern", video)
-    audio_track = rtc.LocalAudioTrack.create_audio_track("test-tone", audio)
-    video_opts = rtc.TrackPublishOptions(
-        source=rtc.TrackSource.SOURCE_CAMERA,
-        simulcast=False,
-        video_encoding=rtc.VideoEncoding(max_framerate=ts.FPS, max_bitrate=3_000_000),
-    )
-    if media.frame_metadata:
-        video_opts.frame_metadata_features.append(rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP)
-    await room.local_participant.publish_track(video_track, video_opts)
-    await room.local_participant.publish_track(
-        audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    )
+    loops = []
+    if media.camera:
+        video = rtc.VideoSource(media.width, media.height)
+        loops += [_video_loop(video, t0, stop, media), _camera(room, video, media, stop, toggle)]
+    if media.screen_share:  # upright, no rotation: a window as it is
+        screen_media = Signal(SCREEN_WIDTH, SCREEN_HEIGHT, frame_metadata=media.frame_metadata)
+        screen = rtc.VideoSource(SCREEN_WIDTH, SCREEN_HEIGHT)
+        await room.local_participant.publish_track(
+            rtc.LocalVideoTrack.create_video_track("screen", screen),
+            _video_options(media, rtc.TrackSource.SOURCE_SCREENSHARE, 1_000_000),
+        )
+        loops.append(_video_loop(screen, t0, stop, screen_media, SCREEN_COUNTER))
+    if media.microphone:
+        audio = rtc.AudioSource(media.sample_rate, media.channels, queue_size_ms=AUDIO_QUEUE_MS)
+        await room.local_participant.publish_track(
+            rtc.LocalAudioTrack.create_audio_track("test-tone", audio),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        loops.append(_audio_loop(audio, t0, stop, media))
     log.info(
-        "publishing %dx%d@%d video (rotation %d) and %d Hz audio in %d channel(s)",
-        media.width, media.height, ts.FPS, media.rotation, media.sample_rate,
-        media.channels,
+        "publishing %s%dx%d@%d video (rotation %d)%s and %s %d Hz audio in %d channel(s)",
+        "" if media.camera else "no ", media.width, media.height, ts.FPS, media.rotation,
+        f", a {SCREEN_WIDTH}x{SCREEN_HEIGHT} screen share" if media.screen_share else "",
+        "" if media.microphone else "no", media.sample_rate, media.channels,
     )  # fmt: skip
     try:
-        await asyncio.gather(
-            _video_loop(video, t0, stop, media), _audio_loop(audio, t0, stop, media)
-        )
+        await asyncio.gather(*loops, stop.wait())
     finally:
         await room.disconnect()
 
@@ -226,6 +296,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frame-metadata", action="store_true", help="send capture times as user timestamps"
     )
+    parser.add_argument("--no-video", action="store_true", help="publish audio only")
+    parser.add_argument("--no-audio", action="store_true", help="publish video only")
+    parser.add_argument(
+        "--screen-share", action="store_true", help="also publish a screen-share video track"
+    )
+    parser.add_argument(
+        "--unpublish-after", type=float, default=0, help="unpublish the camera after S seconds"
+    )
+    parser.add_argument(
+        "--republish-after", type=float, default=0, help="then publish it again R seconds later"
+    )
     parser.add_argument(
         "--nice", type=int, default=0, help="niceness to run at (negative needs root)"
     )
@@ -235,9 +316,13 @@ def main(argv: list[str] | None = None) -> int:
             os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     if not (2 <= args.width <= 4096 and 2 <= args.height <= 4096):
         parser.error("--width and --height must be in 2..4096")
+    if args.no_video and args.no_audio and not args.screen_share:
+        parser.error("--no-video and --no-audio leave nothing to publish")
     media = Signal(
         args.width, args.height, args.rotation, args.channels, args.sample_rate,
-        args.frame_metadata,
+        args.frame_metadata, camera=not args.no_video, microphone=not args.no_audio,
+        screen_share=args.screen_share, unpublish_after=args.unpublish_after,
+        republish_after=args.republish_after,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     access = args.token or token(
@@ -245,13 +330,14 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def run() -> None:
-        stop = asyncio.Event()
+        stop, toggle = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, toggle.set)  # the camera: off, or on again
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await publish(args.url, access, stop, media)
+        await publish(args.url, access, stop, media, toggle)
 
     asyncio.run(run())
     return 0

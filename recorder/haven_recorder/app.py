@@ -118,6 +118,9 @@ VIEWER_MESSAGES = {
     "NoPublisher": "waiting for the stream to start",
     "PublisherLeft": "the streamer left; waiting for them to return",
     "VideoUnpublished": "the streamer stopped their video",
+    "AudioOnly": "live: sound only, the streamer sends no video",
+    "VideoOnly": "live: picture only, the streamer sends no sound",
+    "NothingPublished": "the streamer sends neither video nor sound",
     "NotLive": "the stream is not live",
     "ConnectFailed": "cannot reach the stream; retrying",
     "JoinAPIUnreachable": "cannot reach the stream; retrying",
@@ -139,6 +142,7 @@ class Pod:
             settings.make_source(),
             self.fanout,
             participant_identity=settings.participant_identity,
+            video_track=settings.video_track,
             audio=settings.audio,
         )
         self.hub = ViewerHub(

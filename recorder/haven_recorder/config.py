@@ -40,6 +40,7 @@ class Settings:
     api_secret: str | None
     token: str | None
     participant_identity: str | None
+    video_track: str | None
     max_viewers: int
     max_fps: float
     max_width: int
@@ -115,6 +116,12 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
     p.add_argument("--api-secret", default=e("LIVEKIT_API_SECRET"))
     p.add_argument("--token", default=e("LIVEKIT_TOKEN"), help="join with this token")
     p.add_argument("--participant-identity", default=e("PARTICIPANT_IDENTITY"))
+    p.add_argument(
+        "--video-track",
+        default=e("VIDEO_TRACK"),
+        help="the video track to follow when the publisher sends several: a track name or a "
+        "source (camera, screen_share); default camera, then screen share, then the earliest",
+    )
     p.add_argument("--max-viewers", type=int, default=int(e("MAX_VIEWERS", "100")))
     p.add_argument("--max-fps", type=float, default=float(e("MAX_FPS", "15")))
     p.add_argument("--max-width", type=int, default=int(e("MAX_WIDTH", "1280")))
@@ -165,6 +172,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
         p.error("--max-viewers must be >= 0")
     if a.port == a.control_port and a.port != 0:
         p.error("--port and --control-port must differ")
+    a.video_track = a.video_track or None
     for name in SECRET_FIELDS:  # an empty secret (an empty env variable) is no secret
         if getattr(a, name) == "":
             setattr(a, name, None)

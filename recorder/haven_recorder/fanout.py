@@ -5,14 +5,18 @@ audio, each bounded in frames and in bytes, and a full queue drops its own oldes
 counts it. A slow handler therefore loses frames itself and slows nobody else, neither other
 handlers nor the connection; and since a video frame weighs a hundred times an audio frame,
 a handler that falls behind loses video long before it loses any audio.
+
+Demand: a subscription that is `active` wants its kinds now (a recording always, the viewer
+loops only while a viewer is connected). The StreamManager watches `wants(kind)` and
+subscribes to a kind's track only while someone wants it (lazy subscription).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Generic, Literal, TypeVar
 
 from . import metrics
 from .frames import Frame, VideoFrame
@@ -159,13 +163,20 @@ class Subscription:
         audio: bool,
         video_bytes: int | None = None,
         audio_bytes: int | None = None,
+        active: bool = True,
     ) -> None:
         self._fanout = fanout
         self.name = name
         self.video = video
         self.audio = audio
+        self.active = active  # wants frames now (see FanOut.wants)
         self.queue = MediaQueue(maxsize, video_bytes, audio_bytes)
         self.delivered = 0
+
+    def set_active(self, active: bool) -> None:
+        if active != self.active:
+            self.active = active
+            self._fanout.demand_changed()
 
     @property
     def dropped(self) -> int:
@@ -201,9 +212,25 @@ class Subscription:
         self.queue.close()
 
 
+Kind = Literal["video", "audio"]
+
+
 class FanOut:
     def __init__(self) -> None:
         self._subs: list[Subscription] = []
+        self._watchers: list[Callable[[], None]] = []
+
+    def wants(self, kind: Kind) -> bool:
+        """Whether an active subscription takes frames of `kind`."""
+        return any(s.active and getattr(s, kind) for s in self._subs)
+
+    def watch_demand(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on the loop, it must not block) whenever demand may have changed."""
+        self._watchers.append(callback)
+
+    def demand_changed(self) -> None:
+        for callback in self._watchers:
+            callback()
 
     def subscribe(
         self,
@@ -214,15 +241,20 @@ class FanOut:
         audio: bool = True,
         video_bytes: int | None = None,
         audio_bytes: int | None = None,
+        active: bool = True,
     ) -> Subscription:
-        """`maxsize` bounds each kind's queue in frames; `video_bytes`, `audio_bytes` in bytes."""
-        sub = Subscription(self, name, maxsize, video, audio, video_bytes, audio_bytes)
+        """`maxsize` bounds each kind's queue in frames; `video_bytes`, `audio_bytes` in bytes.
+        An inactive subscription (`active=False`, see `Subscription.set_active`) creates no
+        demand: it gets frames only while someone else wants them."""
+        sub = Subscription(self, name, maxsize, video, audio, video_bytes, audio_bytes, active)
         self._subs.append(sub)
+        self.demand_changed()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+            self.demand_changed()
 
     def publish(self, frame: Frame) -> None:
         is_video = isinstance(frame, VideoFrame)

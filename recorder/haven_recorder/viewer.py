@@ -4,7 +4,9 @@ Each video frame is JPEG-encoded at most once (at `max_fps`, turned upright, sca
 `max_width`; any size, odd or even), in a worker thread, and the message and its WebSocket
 frame are built once and written to every viewer's socket (see wsprotocol). A viewer whose
 socket is backed up skips frames until it drains: a stalled viewer loses frames, nobody else
-does. Audio goes out in the configured channel count, whatever the source sends.
+does. Audio goes out in the configured channel count, whatever the source sends. The hub's
+fan-out subscriptions are active only while a viewer is connected, so with no viewer the pod
+need not subscribe to the stream's tracks at all (see fanout, manager).
 
 Messages (JSON text, compatible with the old frontend):
     {"type": "video_frame", "data": <base64 JPEG>, "timestamp": s, "width": w, "height": h}
@@ -30,7 +32,7 @@ import av
 import simplejpeg
 
 from . import metrics, wsprotocol
-from .fanout import DropOldestQueue, FanOut
+from .fanout import DropOldestQueue, FanOut, Subscription
 from .frames import AudioFrame, VideoFrame, remix
 from .health import contained
 
@@ -140,6 +142,7 @@ class ViewerHub:
         self.viewers: set[Viewer] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
         self._tasks: list[asyncio.Task] = []
+        self._subs: list[Subscription] = []  # the loops' fan-out subscriptions
 
     def start(self) -> list[asyncio.Task]:
         """Start the viewer loops; returns their tasks (the pod's health watches them)."""
@@ -157,17 +160,27 @@ class ViewerHub:
     def add(self, binary: bool, send_frame: Callable[[bytes], bool] | None = None) -> Viewer:
         viewer = Viewer(binary, send_frame)
         self.viewers.add(viewer)
-        metrics.VIEWERS.set(len(self.viewers))
-        if self.status:
-            self.broadcast(self.status())
+        self._viewers_changed()
         return viewer
 
     def remove(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
         viewer.queue.close()
+        self._viewers_changed()
+
+    def _viewers_changed(self) -> None:
         metrics.VIEWERS.set(len(self.viewers))
+        for sub in self._subs:  # the stream is wanted while someone watches
+            sub.set_active(bool(self.viewers))
         if self.status:
             self.broadcast(self.status())
+
+    def _subscribe(self, name: str, maxsize: int, *, video: bool) -> Subscription:
+        sub = self.fanout.subscribe(
+            name, maxsize=maxsize, video=video, audio=not video, active=bool(self.viewers)
+        )
+        self._subs.append(sub)
+        return sub
 
     def broadcast(self, message: Message | str) -> None:
         for viewer in list(self.viewers):
@@ -178,7 +191,7 @@ class ViewerHub:
 
     async def _video_loop(self) -> None:
         # Only the newest frame matters: the queue holds one, so a slow encode skips frames.
-        sub = self.fanout.subscribe("viewer-video", maxsize=1, audio=False)
+        sub = self._subscribe("viewer-video", 1, video=True)
         loop = asyncio.get_running_loop()
         interval = 1.0 / self.max_fps
         next_due = 0.0
@@ -217,10 +230,11 @@ class ViewerHub:
                 self.broadcast(Message.of(text, binary))
                 metrics.FRAMES_OUT.labels(handler="viewer").inc()
         finally:
+            self._subs.remove(sub)
             sub.close()
 
     async def _audio_loop(self) -> None:
-        sub = self.fanout.subscribe("viewer-audio", maxsize=100, video=False)
+        sub = self._subscribe("viewer-audio", 100, video=False)
         chunks: list[AudioFrame] = []
         channels = self.audio_channels
         try:
@@ -258,4 +272,5 @@ class ViewerHub:
                 binary = binary_message(AUDIO_KIND, first.pts, pcm, first.sample_rate, channels)
                 self.broadcast(Message.of(text, binary))
         finally:
+            self._subs.remove(sub)
             sub.close()
