@@ -129,6 +129,11 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": names(ls)["secret"], "key": "token"}},
         },
     ]
+    if auth := viewer.get("auth"):  # the page and the WebSocket then need ?token=
+        key = {"name": auth["secretRef"]["name"], "key": auth["secretRef"].get("key", "token")}
+        env.append({"name": "HAVEN_VIEWER_TOKEN", "valueFrom": {"secretKeyRef": key}})
+    if spec.get("videoTrack"):
+        env.append({"name": "HAVEN_VIDEO_TRACK", "value": spec["videoTrack"]})
     source = spec["source"]
     if "pumpfun" in source:
         pf = source["pumpfun"]

@@ -493,6 +493,8 @@ class Recording:
                     await self._roll(why)
                 await loop.run_in_executor(self._executor, self._write, frame)
                 part = p.parts[-1]
+                if p.state == RecordingState.STARTING and not self._writer.is_open:
+                    p.reason = "WaitingForVideo"  # sound, no picture: a part opens on video
                 if part.startedAt is None and self._writer.is_open:
                     part.startedAt = _now()
                     if p.state == RecordingState.STARTING:

@@ -189,6 +189,7 @@ async def test_audio_only_publisher(livekit_server, start_publisher, stream_pod)
     await asyncio.sleep(5)
     waiting = pod.recording("sound")
     assert waiting["state"] == "starting" and waiting["framesWritten"] == 0, waiting
+    assert waiting["reason"] == "WaitingForVideo", waiting
     assert pod.status()["reason"] == "AudioOnly"
     final = pod.stop_recording("sound")
     assert final["state"] == "completed" and final["parts"] == [], final
