@@ -109,6 +109,24 @@ def test_a_webm_recording_is_served_as_webm(pod):
     assert b"\x1c\x53\xbb\x6b" in resp.content  # Cues: it seeks
 
 
+def test_an_mpegts_recording_is_listed_as_ts_and_served_as_mp2t(pod):
+    pod.start_recording(name="tv", format="h264", container="mpegts", quality="low")
+    pod.wait_recording("tv", "recording")
+    time.sleep(3)
+    while_recording = listing(pod, "tv")
+    assert [f["name"] for f in while_recording] == ["tv-part001.ts"]
+    assert while_recording[0]["mimeType"] == "video/mp2t"
+    pod.stop_recording("tv")
+    [file] = listing(pod, "tv")
+    assert file["path"] == "tv/tv.ts" and file["mimeType"] == "video/mp2t"
+    resp = pod.http("GET", file["url"], headers={"Range": "bytes=188-375"})
+    assert resp.status_code == 206 and resp.headers["content-type"] == "video/mp2t"
+    assert len(resp.content) == 188 and resp.content[0] == 0x47  # a TS packet's sync byte
+    whole = pod.http("GET", file["url"]).content
+    assert len(whole) == file["sizeBytes"] and len(whole) % 188 == 0
+    assert whole[::188] == b"\x47" * (len(whole) // 188)
+
+
 def test_nothing_but_the_recordings_own_files_is_served(pod):
     pod.start_recording(name="safe", format="h264", quality="low")
     pod.wait_recording("safe", "recording")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
@@ -194,3 +195,35 @@ async def test_parts_of_another_size_keep_their_place_and_the_rest_are_joined(tm
     assert final["bytesWritten"] == sum(
         (tmp_path / p["path"]).stat().st_size for p in final["parts"]
     )
+
+
+async def test_mpegts_parts_are_remuxed_into_one_ts_with_one_rising_clock(tmp_path):
+    """Two TS parts (a gap longer than maxGapSeconds between them) become one .ts whose
+    timestamps rise across the join (a byte concatenation would start again at zero), with
+    both parts' pictures in order and audio in sync."""
+    fanout = FanOut()
+    spec = RecordingSpec(name="tv", format="h264", container="mpegts", quality="low", max_gap=2.0)
+    rec = Recording(spec, tmp_path, fanout)
+    rec.start()
+    end = await publish(fanout, 3, 1000.0, (1280, 720))
+    await publish(fanout, 3, end + 30, (1280, 720))
+    await until(lambda: len(rec._sub.queue) == 0)
+    final = await rec.stop()
+
+    assert final["container"] == "mpegts" and final["joinError"] is None, final
+    assert final["joinedFrom"] == ["tv/tv-part001.ts", "tv/tv-part002.ts"], final
+    assert [p["path"] for p in final["parts"]] == ["tv/tv.ts"], final
+    path = tmp_path / "tv" / "tv.ts"
+    assert path.stat().st_size % 188 == 0 and not (tmp_path / "tv" / "tv-part001.ts").exists()
+    with av.open(str(path)) as container:
+        assert container.format.name == "mpegts"
+        video = container.streams.video[0]
+        times = [
+            float(p.pts * video.time_base) for p in container.demux(video) if p.pts is not None
+        ]
+    assert times == sorted(times) and times[-1] == pytest.approx(6, abs=0.3), times[-5:]
+    joined = analyze(path)
+    assert joined.error is None and joined.audio_seconds == pytest.approx(6, abs=0.3)
+    seen = [c for c in counters(path) if c is not None]
+    assert seen[:3] == [0, 1, 2] and seen.count(0) == 2  # each part's pictures, in order
+    assert max(abs(o) for o in joined.av_offsets()) <= 0.04, joined.av_offsets()
