@@ -36,6 +36,7 @@ SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BUILD_REQUIREMENTS = ("setuptools==84.2.1", "wheel==0.48.0")  # pyproject's build-system
 REPOSITORY = "localhost/haven"
+ARCHIVE_IDLE_SECONDS = 3 * 3600  # an older archive is kept this long after its last use
 ALL = ("pause", "coredns", "base", "recorder", "operator")
 # What each Dockerfile copies from the repository: the inputs of its image's key.
 COMMON_INPUTS = ("pyproject.toml", "constraints.txt", "README.md")
@@ -262,6 +263,8 @@ def ensure_images(names: Iterable[str] = ALL) -> dict[str, Image]:
             ref = f"{REPOSITORY}/{name}:{tag}"
             archive = images_dir() / f"{name}-{tag}.tar"
             started, cached = time.monotonic(), archive.exists()
+            if cached:
+                os.utime(archive)  # in use: _prune of another build leaves it be
             if not cached:
                 _log(f"building {ref}")
                 build = Builder(log)
@@ -277,10 +280,12 @@ def ensure_images(names: Iterable[str] = ALL) -> dict[str, Image]:
 
 
 def _prune(build: Builder, name: str, keep: Path) -> None:
-    """Drop the older builds of `name` from the cache and from buildah's store."""
+    """Drop the older builds of `name` from buildah's store, and their archives once no run has
+    asked for them for a while: another test run on this machine, from another tree, may still
+    have to import the one it was given (ensure_images touches an archive it hands out)."""
     for old in images_dir().glob(f"{name}-*.tar"):
-        if old != keep:
-            old.unlink()
+        if old != keep and time.time() - old.stat().st_mtime > ARCHIVE_IDLE_SECONDS:
+            old.unlink(missing_ok=True)
     current = f"{REPOSITORY}/{name}:{keep.stem[len(name) + 1 :]}"
     listed = build("images", "--format={{.Name}}:{{.Tag}}").split()
     for ref in listed:
