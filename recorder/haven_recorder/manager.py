@@ -471,10 +471,11 @@ class StreamManager:
 
     def _stop_reader(self, kind: int, sid: str) -> None:
         reader = self._readers.get(kind)
-        if reader is not None and reader[0] == sid:
-            del self._readers[kind]
-            reader[1].cancel()
-            self._retiring[kind] = reader[1]
+        if reader is None or reader[0] != sid:
+            return
+        del self._readers[kind]
+        reader[1].cancel()
+        self._retiring[kind] = reader[1]
         if kind == rtc.TrackKind.KIND_VIDEO:
             self.info.fps = 0.0
         self.info.subscribed[KINDS[kind]] = False
