@@ -16,12 +16,14 @@ it cannot pick one of identical replicas. This follows client-go's leaderelectio
   one `retry` period instead of a lease duration.
 
 The decisions are pure functions (time passed in); LeaseElector does the I/O, each call with a
-deadline, in worker threads so the event loop never blocks.
+deadline, in a thread of its own so the event loop never blocks and a busy worker pool
+never delays a renewal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 import random
@@ -109,6 +111,9 @@ class LeaseElector:
         self.seen: Observed | None = None
         self.leading = False
         self._said = ""
+        # A thread of its own: the shared pool is busy with reconciles under load, and a
+        # renewal queued behind them would lose the Lease.
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease")
 
     def _say(self, message: str, *args: object) -> None:
         """Log a follower's state once per change, not every attempt."""
@@ -175,7 +180,8 @@ class LeaseElector:
 
     async def _attempt(self) -> bool:
         try:
-            return await asyncio.to_thread(self._try)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self._try)
         except Exception as exc:  # an API error or timeout: try again next period
             self._say("Lease %s: %s", self.name, str(exc).splitlines()[0][:200])
             return False
