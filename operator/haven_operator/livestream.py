@@ -123,8 +123,9 @@ def _announce(body: dict, before: Outcome | None, after: Outcome) -> None:
 async def stream_rollouts(
     body: kopf.Body, namespace: str, labels: kopf.Labels, **_: Any
 ) -> dict | None:
-    """(namespace, LiveStream) of each Deployment a gated rollout is still rolling."""
-    return {(namespace, labels[LABEL]): True} if in_flight(body) else None
+    """(namespace, LiveStream) -> whether a gated rollout of its Deployment is under way.
+    Always a value: kopf keeps an object's last entry when the function returns None."""
+    return {(namespace, labels[LABEL]): in_flight(body)}
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
@@ -160,7 +161,8 @@ async def control_loop(
                 loop.schedule.done(generation, True, time.monotonic())  # nothing to do
             elif loop.schedule.due(generation, now):
                 if (gate := _gate(memo)) is not None:
-                    gate.observe(list(stream_rollouts))  # rollouts under way, any leader's
+                    # The rollouts under way, any leader's.
+                    gate.observe([k for k, marks in stream_rollouts.items() if any(marks)])
                 outcome = await asyncio.to_thread(
                     reconcile, kube, settings, raw, memo.fingerprints, _gate(memo)
                 )
