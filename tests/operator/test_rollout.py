@@ -13,6 +13,7 @@ import json
 import threading
 
 import kubernetes
+import pytest
 
 from haven_localcluster import release
 
@@ -21,7 +22,7 @@ from .test_livestream_reconcile import apply, condition, get, livestream, status
 
 NAMES = ("r0", "r1", "r2")
 LABEL = "streams.haven.dev/livestream"
-ROLL = 900  # generous: three stream pods replaced one after the other on a busy machine
+ROLL = 600  # generous: three stream pods replaced one after the other on a busy machine
 
 
 class DownWatch(threading.Thread):
@@ -74,6 +75,7 @@ def rolled(dep: dict) -> bool:
     )
 
 
+@pytest.mark.timeout(1500)  # two chart upgrades and three pods rolled in turn, on 2 cores
 def test_an_upgrade_rolls_one_stream_pod_at_a_time(
     operator, cluster, kubectl, api_client, namespace, images, pumpfun, livekit_server
 ):
