@@ -26,7 +26,7 @@ PLURAL = "livestreams"
 FINAL = ("Completed", "Failed")  # Recording phases that are over
 COUNTER_INTERVAL = 30.0  # seconds: counters (viewers, ...) alone are written at most this often
 IDLE = 300.0  # seconds a loop with no ready pod sleeps unless a watch or the schedule wakes it
-ROLLOUT_RETRY = 30.0  # seconds: a template waiting for a rollout slot looks again (or is woken)
+ROLLOUT_RETRY = 300.0  # seconds: a template waiting for a slot looks again, if not woken first
 
 
 class Loop:

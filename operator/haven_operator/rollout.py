@@ -115,7 +115,7 @@ class Gate:
         self.max_concurrent = max_concurrent
         self._lock = threading.Lock()
         self._rolling: dict[Key, tuple[str, float]] = {}
-        self._waiting: set[Key] = set()
+        self._waiting: dict[Key, None] = {}  # in the order they first asked
         self._in_flight: frozenset[Key] = frozenset()  # from the Deployments' marks
 
     def observe(self, in_flight: Collection[Key]) -> None:
@@ -127,10 +127,16 @@ class Gate:
         with self._lock:
             if admit(set(self._rolling) | self._in_flight, key, self.max_concurrent):
                 self._rolling[key] = (desired_hash, time.monotonic())
-                self._waiting.discard(key)
+                self._waiting.pop(key, None)
                 return True
-            self._waiting.add(key)
+            self._waiting.setdefault(key)
             return False
+
+    def _next(self) -> set[Key]:
+        """The longest-waiting LiveStreams, one per free slot (lock held): waking every
+        waiting one would reconcile them all for each slot."""
+        free = self.max_concurrent - len(set(self._rolling) | self._in_flight)
+        return set(list(self._waiting)[: max(free, 0)])
 
     def finish(self, key: Key, deployment: Mapping[str, Any]) -> set[Key]:
         """Free the slot once the Deployment rolled to the admitted template. Returns the
@@ -147,15 +153,15 @@ class Gate:
                 del self._rolling[key]
             self._in_flight = self._in_flight - {key}
             # The finished one too: its next pass drops the mark.
-            return set(self._waiting) | ({key} if marked else set())
+            return self._next() | ({key} if marked else set())
 
     def forget(self, key: Key) -> set[Key]:
         """The LiveStream is gone: free its slot."""
         with self._lock:
-            self._waiting.discard(key)
+            self._waiting.pop(key, None)
             if self._rolling.pop(key, None) is None:
                 return set()
-            return set(self._waiting)
+            return self._next()
 
     def rolling(self) -> list[Key]:
         with self._lock:

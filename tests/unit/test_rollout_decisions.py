@@ -142,3 +142,14 @@ def test_a_new_leader_counts_the_rollouts_marked_on_deployments():
     done["metadata"]["annotations"][ROLLOUT] = "h2"
     assert gate.finish(("ns", "a"), done) == {("ns", "a"), ("ns", "b")}
     assert gate.try_admit(("ns", "b"), "h2")
+
+
+def test_a_freed_slot_wakes_only_the_longest_waiting():
+    gate = Gate(max_concurrent=1)
+    keys = [("ns", n) for n in "abcd"]
+    assert gate.try_admit(keys[0], "h2")
+    for key in keys[1:]:
+        assert not gate.try_admit(key, "h2")
+    assert gate.finish(keys[0], deployment(hash_="h2")) == {keys[1]}
+    assert gate.try_admit(keys[1], "h2")
+    assert gate.forget(keys[1]) == {keys[2]}
