@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from . import conditions, indices, metrics
+from . import conditions, indices, metrics, upload
 from .backoff import jittered
 from .children import GROUP, LABEL, VERSION, names
 from .conditions import Condition
@@ -20,6 +20,7 @@ from .pods import client_for, current_pod, pod_ready
 from .reconciler import Outcome, child_fingerprint, reconcile, secret_unchanged
 from .rollout import Gate, in_flight
 from .schedule import Schedule
+from .settings import Settings
 from .status import Observed, changes, livestream_status
 
 PLURAL = "livestreams"
@@ -277,10 +278,18 @@ async def child_changed(
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-async def credential_refs(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict | None:
-    """(namespace, Secret) -> the LiveStreams whose LiveKit keys it holds."""
+async def credential_refs(
+    namespace: str, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> dict | None:
+    """(namespace, Secret) -> the LiveStreams whose LiveKit or object storage keys it holds."""
+    refs = {}
     ref = (spec.get("source", {}).get("livekit") or {}).get("credentialsSecretRef") or {}
-    return {(namespace, ref["name"]): name} if ref.get("name") else None
+    if ref.get("name"):
+        refs[(namespace, ref["name"])] = name
+    settings = memo.get("settings") or Settings.from_env()
+    if (cfg := upload.effective({"spec": dict(spec)}, settings.default_upload)) is not None:
+        refs[(namespace, cfg["s3"]["credentialsSecretRef"]["name"])] = name
+    return refs or None
 
 
 def _referenced(namespace: str, name: str, credential_refs: kopf.Index, **_: Any) -> bool:
