@@ -32,6 +32,7 @@ from .test_end_to_end import (
 )
 
 PREFIX = "e2e/"
+KEYS_HASH = "streams.haven.dev/s3-credentials-hash"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "upload.yaml"
 
 
@@ -79,7 +80,7 @@ def test_a_recording_is_uploaded_byte_for_byte_and_presigned_on_request(
     dep = get(kubectl, namespace, "deployment", "up-stream")
     assert s3_server.secret_access_key not in json.dumps(dep)
     template = dep["spec"]["template"]
-    assert template["metadata"]["annotations"]["streams.haven.dev/s3-credentials-hash"]
+    assert template["metadata"]["annotations"][KEYS_HASH]
     env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
     assert env["HAVEN_S3_BUCKET"] == bucket and env["HAVEN_S3_PREFIX"] == PREFIX
 
@@ -124,7 +125,7 @@ def test_a_recording_is_uploaded_byte_for_byte_and_presigned_on_request(
     assert httpx.get(answer["url"], timeout=60).content == (directory / answer["file"]).read_bytes()
 
 
-def test_wrong_keys_say_the_servers_words_and_keep_the_local_files(
+def test_wrong_keys_say_the_servers_words_keep_the_files_and_corrected_keys_finish(
     operator, kubectl, namespace, livekit_server, publisher, s3_server
 ):
     # The example is accepted; settings that could never work are refused at apply.
@@ -175,3 +176,25 @@ def test_wrong_keys_say_the_servers_words_and_keep_the_local_files(
         timeout=60,
     )
     assert "upload" in answer
+
+    # The keys corrected: the Secret's edit rolls the pod (the template carries the keys'
+    # hash), the new pod resumes the upload from the volume, and the operator sees it done.
+    def keys_hash() -> str:
+        dep = get(kubectl, namespace, "deployment", "badup-stream")
+        return dep["spec"]["template"]["metadata"]["annotations"][KEYS_HASH]
+
+    before = keys_hash()
+    good = keys_secret("bad-keys", s3_server.access_key_id, s3_server.secret_access_key)
+    apply(kubectl, namespace, good)
+    wait_for(lambda: keys_hash() != before, timeout=120)
+    st = wait_for(
+        lambda: (
+            (s := status(kubectl, namespace, "rec", "clip"))
+            and condition(s, "Uploaded").get("status") == "True"
+            and s
+        ),
+        timeout=300,
+    )
+    for f in st["files"]:
+        local = (directory / f["path"]).read_bytes()
+        assert s3_server.object_path(bucket, PREFIX + f["path"]).read_bytes() == local
