@@ -10,6 +10,7 @@ import pytest
 from haven_localcluster import testsignal as ts
 from haven_localcluster.mediacheck import analyze
 from haven_recorder.frames import VideoFrame
+from haven_recorder.repair import trim_unfinished
 from haven_recorder.writer import CONTAINERS, FORMATS, PartWriter, resolve
 
 from .signal import frames
@@ -119,3 +120,23 @@ def test_a_picture_of_another_shape_asks_for_a_new_part_and_a_smaller_one_is_sca
     writer.close()
     report = analyze(tmp_path / "rec.mp4")
     assert (report.width, report.height) == (1280, 720) and report.counters == [0, 1]
+
+
+@pytest.mark.parametrize(("container", "behind"), [("mp4", 1.5), ("webm", 1.5), ("mpegts", 0.2)])
+def test_what_is_written_is_on_disk_before_the_part_is_closed(tmp_path, container, behind):
+    """What a SIGKILL would leave: the file as it is while the part is open (MP4 cut back to
+    its whole fragments) plays up to within a fragment (MP4, WebM: 1 s) or a few frames (TS)
+    of the last picture written."""
+    fmt = "vp9" if container == "webm" else "h264"
+    written_as = resolve(fmt, container)
+    path = tmp_path / f"open.{written_as.extension}"
+    writer = PartWriter(path, fmt, "low", audio=True, max_width=None, container=container)
+    for frame in frames(SECONDS):
+        (writer.write_video if isinstance(frame, VideoFrame) else writer.write_audio)(frame)
+    snapshot = tmp_path / f"snapshot.{written_as.extension}"
+    snapshot.write_bytes(path.read_bytes())
+    writer.close()
+    trim_unfinished(snapshot)
+    report = analyze(snapshot)
+    assert report.error is None and report.last_video is not None
+    assert report.last_video >= SECONDS - 1 / ts.FPS - behind, report.last_video
