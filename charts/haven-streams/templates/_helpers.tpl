@@ -48,7 +48,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch, patch, create, delete]
 - apiGroups: [streams.haven.dev]
   resources: [livestreams/status, recordings/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Its children's ownerReferences set blockOwnerDeletion: clusters that enforce owner-reference
 # permissions (OpenShift) require `update` on the owner's finalizers. Never called directly.
 - apiGroups: [streams.haven.dev]
@@ -76,9 +76,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
-- apiGroups: ["", events.k8s.io]
+# kopf posts core/v1 Events (never patches them, never events.k8s.io).
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
 
 {{/* The gateway: its name, labels, the namespace its sessions live in, its token Secret. */}}
