@@ -152,7 +152,7 @@ def recording_view(rec: dict) -> dict[str, Any]:
         "video_quality": info["video_quality"],
         "started_at": info["started_at"],
         "file_path": url,
-        "config": formats.config(fmt, quality),
+        "config": formats.config(fmt, quality, info["container"]),
         "recording": info,
     }
 
@@ -351,9 +351,14 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
                 status.HTTP_409_CONFLICT,
                 f"mint {body.mint_id} is already recording ({active['metadata']['name']})",
             )
-        fmt = formats.recording_format(body.output_format)
+        spec = formats.recording_spec(body.output_format)
         rec = await call(
-            store.create_recording, body.mint_id, fmt, body.video_quality, body.output_format
+            store.create_recording,
+            body.mint_id,
+            spec["format"],
+            body.video_quality,
+            body.output_format,
+            spec.get("container"),
         )
         return recording_view(rec)
 
@@ -431,7 +436,10 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
         "/api/recording/download/{mint_id}",
         dependencies=api,
         response_class=StreamingResponse,
-        responses={200: {"content": {"video/webm": {}, "video/mp4": {}}}, 206: {}},
+        responses={
+            200: {"content": {"video/webm": {}, "video/mp4": {}, "video/mp2t": {}}},
+            206: {},
+        },
     )
     async def download(
         request: Request,

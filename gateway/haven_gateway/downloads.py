@@ -9,7 +9,7 @@ The stream pod's side of it (the contract this module is written against):
 
     200 the whole file; 206 with Content-Range for a satisfiable range; 416 with
     `Content-Range: bytes */<size>` otherwise. Each with Content-Length, `Accept-Ranges: bytes`
-    and Content-Type (video/webm or video/mp4). `file` is the base name of one of the
+    and Content-Type (video/webm, video/mp4 or video/mp2t). `file` is the base name of one of the
     recording's parts (`status.files[].path` is `<recording>/<file>`); anything else, or a part
     not yet created, is 404 with a JSON `detail`. A part still being written is served as far
     as it is written when the request comes. 401 without the token.
@@ -49,7 +49,7 @@ PASSED_HEADERS = (
     "etag",
     "last-modified",
 )
-CONTENT_TYPES = {".webm": "video/webm", ".mp4": "video/mp4"}
+CONTENT_TYPES = {".webm": "video/webm", ".mp4": "video/mp4", ".ts": "video/mp2t"}
 
 
 class DownloadError(Exception):

@@ -1,19 +1,16 @@
 """What `/api/recording/formats` lists, and how a client's `output_format` maps to a
-Recording's `format`.
+Recording's `format` (and `container`).
 
 The Recording formats are the stream pod's (recorder/haven_recorder/writer.py; a test keeps the
 two in step). Haven Player's revisions sent other names as `output_format`: its first backend
 took codecs (av1, h264, vp9), later ones containers (mp4, mpegts, webm) and encoder names. Each
-maps to the Recording format that gives the same codec:
+maps to the Recording format that gives the same codec, in the container it names:
 
-    output_format               Recording format   file
-    av1, svtav1, libsvtav1      av1                WebM: AV1 + Opus
-    h264, libx264, mp4          h264               fragmented MP4: H.264 + AAC
-    mpegts                      h264               fragmented MP4: H.264 + AAC (*)
-    vp9, libvpx-vp9, webm       vp9                WebM: VP9 + Opus
-
-(*) Not MPEG-TS: the stream pod's writer has no TS container yet. Fragmented MP4 is
-crash-safe too (a part cut short is trimmed back to its last whole fragment).
+    output_format               Recording format, container   file
+    av1, svtav1, libsvtav1      av1                           WebM: AV1 + Opus
+    h264, libx264, mp4          h264                          fragmented MP4: H.264 + AAC
+    mpegts                      h264, container mpegts        MPEG-TS (.ts): H.264 + AAC
+    vp9, libvpx-vp9, webm       vp9                           WebM: VP9 + Opus
 """
 
 from __future__ import annotations
@@ -22,9 +19,24 @@ from typing import Any
 
 # The Recording CRD's formats, as the stream pod writes them.
 FORMATS = {
-    "av1": {"container": "webm", "video_codec": "libsvtav1", "audio_codec": "libopus"},
-    "h264": {"container": "mp4", "video_codec": "libx264", "audio_codec": "aac"},
-    "vp9": {"container": "webm", "video_codec": "libvpx-vp9", "audio_codec": "libopus"},
+    "av1": {
+        "container": "webm",
+        "containers": ["webm"],
+        "video_codec": "libsvtav1",
+        "audio_codec": "libopus",
+    },
+    "h264": {
+        "container": "mp4",
+        "containers": ["mp4", "mpegts"],
+        "video_codec": "libx264",
+        "audio_codec": "aac",
+    },
+    "vp9": {
+        "container": "webm",
+        "containers": ["webm"],
+        "video_codec": "libvpx-vp9",
+        "audio_codec": "libopus",
+    },
 }
 QUALITIES = ("low", "medium", "high")
 # The pod's video bitrate per format and quality (kbit/s at 1280x720; it scales with the
@@ -49,6 +61,8 @@ OUTPUT_FORMATS = {
     "libvpx-vp9": "vp9",
     "webm": "vp9",
 }
+# An output_format that names a container other than its Recording format's own.
+OUTPUT_CONTAINERS = {"mpegts": "mpegts"}
 DESCRIPTIONS = {
     "av1": "AV1 video and Opus audio in WebM (recommended: smallest files)",
     "svtav1": "the same as av1 (SVT-AV1 is the encoder)",
@@ -56,8 +70,7 @@ DESCRIPTIONS = {
     "h264": "H.264 video and AAC audio in fragmented MP4 (plays everywhere)",
     "libx264": "the same as h264",
     "mp4": "the same as h264",
-    "mpegts": "recorded as h264 in fragmented MP4, which is crash-safe like MPEG-TS; "
-    "the stream pod writes no MPEG-TS container yet",
+    "mpegts": "H.264 video and AAC audio in MPEG-TS (.ts: crash-safe, plays as it grows)",
     "vp9": "VP9 video and Opus audio in WebM",
     "libvpx-vp9": "the same as vp9",
     "webm": "the same as vp9 (WebM with VP9 and Opus)",
@@ -68,7 +81,20 @@ def recording_format(output_format: str) -> str:
     return OUTPUT_FORMATS[output_format]
 
 
-def config(fmt: str, quality: str) -> dict[str, Any]:
+def recording_spec(output_format: str) -> dict[str, str]:
+    """The Recording's `format`, and its `container` if not the format's own."""
+    spec = {"format": OUTPUT_FORMATS[output_format]}
+    if output_format in OUTPUT_CONTAINERS:
+        spec["container"] = OUTPUT_CONTAINERS[output_format]
+    return spec
+
+
+def container_of(fmt: str, container: str | None = None) -> str:
+    """The container a Recording of `fmt` is written in (`container`: its spec's, if set)."""
+    return container if container in FORMATS[fmt]["containers"] else FORMATS[fmt]["container"]
+
+
+def config(fmt: str, quality: str, container: str | None = None) -> dict[str, Any]:
     """A recording's encoder settings, named as Haven Player's backend named them."""
     f = FORMATS[fmt]
     return {
@@ -76,7 +102,7 @@ def config(fmt: str, quality: str) -> dict[str, Any]:
         "audio_codec": f["audio_codec"],
         "video_bitrate": f"{VIDEO_KBPS[fmt][quality]}k",
         "audio_bitrate": f"{AUDIO_KBPS[quality]}k",
-        "format": f["container"],
+        "format": container_of(fmt, container),
     }
 
 
@@ -90,7 +116,7 @@ def listing() -> dict[str, Any]:
         formats[name] = {
             "description": DESCRIPTIONS[name],
             "codec": f["video_codec"],
-            "container": f["container"],
+            "container": container_of(fmt, OUTPUT_CONTAINERS.get(name)),
             "video_codec": f["video_codec"],
             "audio_codec": f["audio_codec"],
             "recording_format": fmt,

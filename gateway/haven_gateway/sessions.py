@@ -90,6 +90,7 @@ def recording_info(recording: dict) -> dict[str, Any]:
         # what the client asked for (e.g. "mpegts"), and the Recording's format it maps to
         "output_format": (annotations or {}).get(OUTPUT_FORMAT_ANNOTATION, spec.get("format")),
         "format": spec.get("format"),
+        "container": spec.get("container"),  # unset: the format's own
         "video_quality": spec.get("quality"),
         "phase": phase,
         "active": is_active(recording),
@@ -199,11 +200,17 @@ class Store:
         )
 
     def create_recording(
-        self, mint: str, fmt: str, quality: str, output_format: str | None = None
+        self,
+        mint: str,
+        fmt: str,
+        quality: str,
+        output_format: str | None = None,
+        container: str | None = None,
     ) -> dict:
-        """A new Recording of the mint's LiveStream in Recording format `fmt`; `output_format`
-        is what the client asked for, kept as an annotation. Names carry the time to the
-        millisecond (a start right after a stop gets a name of its own)."""
+        """A new Recording of the mint's LiveStream in Recording format `fmt` (and `container`,
+        if not the format's own); `output_format` is what the client asked for, kept as an
+        annotation. Names carry the time to the millisecond (a start right after a stop gets a
+        name of its own)."""
         for _ in range(5):
             now = dt.datetime.now(dt.UTC)
             stamp = now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond // 1000:03d}"
@@ -219,6 +226,7 @@ class Store:
                     "liveStreamRef": {"name": stream_name(mint)},
                     "format": fmt,
                     "quality": quality,
+                    **({"container": container} if container else {}),
                 },
             }
             try:

@@ -55,6 +55,7 @@ def request_for(name: str, spec: dict) -> RecordingRequest:
         max_width=spec.get("maxWidth"),
         max_fps=spec.get("maxFps"),
         max_duration_seconds=parse_duration(spec.get("maxDuration")),
+        container=spec.get("container"),
     )
 
 

@@ -21,7 +21,7 @@ from haven_gateway import formats
 from haven_gateway.sessions import stream_name
 from haven_localcluster import release
 from haven_localcluster.mediacheck import analyze
-from haven_recorder.writer import AUDIO_KBPS, FORMATS, QUALITY
+from haven_recorder.writer import AUDIO_KBPS, FORMATS, QUALITY, containers
 
 from .conftest import BASE58
 
@@ -216,6 +216,7 @@ def test_the_formats_are_the_recorders(gateway):
     for name, fmt in FORMATS.items():
         assert listed["recording_formats"][name] == {
             "container": fmt.container,
+            "containers": containers(name),
             "video_codec": fmt.video_codec,
             "audio_codec": fmt.audio_codec,
         }
@@ -229,7 +230,9 @@ def test_the_formats_are_the_recorders(gateway):
     # every output_format a Haven Player revision sent, and what it is recorded as
     mapping = {k: v["recording_format"] for k, v in listed["formats"].items()}
     assert mapping == formats.OUTPUT_FORMATS
-    assert formats.OUTPUT_FORMATS["mpegts"] == "h264"
+    assert formats.recording_spec("mpegts") == {"format": "h264", "container": "mpegts"}
+    assert listed["formats"]["mpegts"]["container"] == "mpegts"
+    assert listed["formats"]["mp4"]["container"] == "mp4"
     assert listed["qualities"] == ["low", "medium", "high"]
 
 

@@ -110,13 +110,14 @@ def test_cors_preflights_are_allowed(gateway, origin):
 
 
 # Each revision of useRecording.ts that calls the gateway's paths, and the output_format it
-# sends: the Recording format that has to come out of it.
+# sends: the Recording format and container that have to come out of it (no container: the
+# format's own), and the files' extension.
 REVISIONS = {
-    "376d7b6": ("av1", "av1"),
-    "9bb30aa": ("av1", "av1"),
-    "df8ffac": ("h264", "h264"),
-    "282cffb": ("mp4", "h264"),
-    "af26207": ("mpegts", "h264"),
+    "376d7b6": ("av1", "av1", None, "webm"),
+    "9bb30aa": ("av1", "av1", None, "webm"),
+    "df8ffac": ("h264", "h264", None, "mp4"),
+    "282cffb": ("mp4", "h264", None, "mp4"),
+    "af26207": ("mpegts", "h264", "mpegts", "ts"),
 }
 
 
@@ -144,17 +145,21 @@ def test_the_use_recording_hook(gateway, live_mint, kubectl, haven_player, origi
     for rev, mint in mints.items():
         first = seen["revisions"][rev]["first"]
         assert first["polls"] >= 1 and first["maxDuration"] >= 3
-        output_format, recording_format = REVISIONS[rev]
+        output_format, recording_format, container, ext = REVISIONS[rev]
         recs = recordings_of(kubectl, mint)
         assert len(recs) == (2 if rev == last else 1), [r["metadata"]["name"] for r in recs]
         for rec in recs:
             assert rec["spec"]["format"] == recording_format
+            assert rec["spec"].get("container") == container
             annotations = rec["metadata"]["annotations"]
             assert annotations["streams.haven.dev/output-format"] == output_format
             assert rec["spec"]["stopped"] is True
             assert rec["status"]["phase"] == "Completed", rec["status"]
-        # the first recording ran while the hook showed 3 s or more: a real file
+        # the first recording ran while the hook showed 3 s or more: a real file (mpegts: a
+        # real MPEG-TS file, .ts)
         assert recs[0]["status"]["bytesWritten"] > 0 and recs[0]["status"]["durationSeconds"] >= 2
+        files = [f["path"] for f in recs[0]["status"]["files"]]
+        assert files and all(path.endswith(f".{ext}") for path in files), files
     # The hook of that revision shows the gateway's `detail`, a sentence, not an object.
     error = seen["revisions"]["notLive"]["error"]
     assert f"mint {not_live} is not live" in error, error
@@ -213,6 +218,7 @@ def test_api_ts_recording_service(gateway, live_mint, haven_player):
     status = seen["status"]
     assert status["mint_id"] == mint and status["is_recording"] is True
     assert status["output_format"] == "mpegts" and status["video_quality"] == "low"
+    assert status["config"]["format"] == "mpegts" and status["recording"]["container"] == "mpegts"
     assert isinstance(status["duration_seconds"], int | float)
     active = seen["active"]
     assert active["success"] is True and active["recordings"][mint]["is_recording"] is True

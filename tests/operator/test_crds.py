@@ -90,6 +90,9 @@ def test_valid_objects_get_their_defaults(crds, kubectl, namespace):
         ),
         (recording("x", format="mpeg2"), ["spec.format", "av1", "h264", "vp9"]),
         (recording("x", quality="ultra"), ["spec.quality"]),
+        (recording("x", container="avi"), ["spec.container", "mpegts"]),
+        (recording("x", container="mpegts"), ["h264 is written as mp4 (the default) or mpegts"]),
+        (recording("x", format="vp9", container="mp4"), ["av1 and vp9 as webm"]),
         (recording("x", maxDuration="two hours"), ["spec.maxDuration"]),
         (livestream("1cam", PUMPFUN), ["DNS-1035 label"]),
         (livestream("c" * 53, PUMPFUN), ["at most 52 characters", "-recordings"]),
@@ -158,6 +161,21 @@ def test_immutable_fields_and_one_way_stop(crds, kubectl, namespace):
         check=False,
     )
     assert back.returncode != 0 and "stopped may only change from false to true" in back.stderr
+
+
+def test_h264_may_be_written_as_mpegts_and_the_container_is_immutable(crds, kubectl, namespace):
+    """`container` is optional: manifests without it keep their format's own container."""
+    apply = ("apply", "-n", namespace, "-f", "-")
+    kubectl(*apply, input=recording("ts", format="h264", container="mpegts"))
+    kubectl(*apply, input=recording("mp4", format="h264", container="mp4"))
+    kubectl(*apply, input=recording("webm", format="vp9", container="webm"))
+    got = json.loads(kubectl("get", "-n", namespace, "rec", "ts", "-o", "json").stdout)["spec"]
+    assert got["format"] == "h264" and got["container"] == "mpegts"
+    for spec in ({"container": "mp4"}, {}):
+        edit = kubectl(*apply, input=recording("ts", format="h264", **spec), check=False)
+        assert edit.returncode != 0 and "container is immutable" in edit.stderr, edit.stderr
+    wide = kubectl("get", "-n", namespace, "rec", "ts", "-o", "wide").stdout.splitlines()
+    assert "CONTAINER" in wide[0].split() and "mpegts" in wide[1].split()
 
 
 def test_printer_columns_short_names_and_category(crds, kubectl, namespace):
