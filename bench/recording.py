@@ -4,7 +4,7 @@ Then the stop latency with an encoder slower than realtime (4K at high quality, 
 how long `stop` takes with a backlog queued, and what it dropped. Then the join of a long
 recording's parts into one seekable file (remux and check, offline): its time and MB/s.
 
-    .venv/bin/python bench/recording.py [--seconds 60] [--formats av1 h264 vp9]
+    .venv/bin/python bench/recording.py [--seconds 60] [--formats av1 h264 vp9 h264-ts]
     .venv/bin/python bench/recording.py --stop-only
     .venv/bin/python bench/recording.py --join-only [--join-minutes 60]
 """
@@ -28,7 +28,15 @@ from haven_recorder.fanout import FanOut
 from haven_recorder.frames import AudioFrame, VideoFrame
 from haven_recorder.join import join_parts
 from haven_recorder.recording import PartInfo, Recording, RecordingSpec
-from haven_recorder.writer import FORMATS, PartWriter, _container_options
+from haven_recorder.writer import PartWriter, _container_options, resolve
+
+# A format name here: a Recording format, or `h264-ts` for h264 with container mpegts.
+KINDS = {"h264-ts": ("h264", "mpegts")}
+
+
+def kind(name: str) -> tuple[str, str | None]:
+    """(format, container) of a bench format name."""
+    return KINDS.get(name, (name, None))
 
 
 async def stop_latency(fmt: str, width: int, height: int, seconds: float) -> dict:
@@ -38,7 +46,8 @@ async def stop_latency(fmt: str, width: int, height: int, seconds: float) -> dic
     pictures = [pattern.i420(i) for i in range(8)]
     with tempfile.TemporaryDirectory(prefix="haven-stop-") as tmp:
         fanout = FanOut()
-        spec = RecordingSpec(name="stop", format=fmt, quality="high")
+        recorded, container = kind(fmt)
+        spec = RecordingSpec(name="stop", format=recorded, quality="high", container=container)
         rec = Recording(spec, Path(tmp), fanout)
         rec.start()
         start = time.monotonic()
@@ -70,7 +79,7 @@ async def stop_latency(fmt: str, width: int, height: int, seconds: float) -> dic
     }
 
 
-def synthesize_parts(fmt: str, directory: Path, minutes: float, parts: int) -> list[Path]:
+def synthesize_parts(name: str, directory: Path, minutes: float, parts: int) -> list[Path]:
     """Parts of a `minutes`-long recording at medium quality, fast: 20 s of grainy pictures
     (which fill the bitrate, as a real stream does; the clean test pattern compresses far
     below it)
@@ -80,9 +89,11 @@ def synthesize_parts(fmt: str, directory: Path, minutes: float, parts: int) -> l
     import av
     import numpy as np
 
-    ext = FORMATS[fmt].extension
+    fmt, container = kind(name)
+    written_as = resolve(fmt, container)
+    ext = written_as.extension
     sample = directory / f"sample.{ext}"
-    writer = PartWriter(sample, fmt, "medium", audio=True, max_width=None)
+    writer = PartWriter(sample, fmt, "medium", audio=True, max_width=None, container=container)
     rng = np.random.default_rng(1)
     size = ts.WIDTH * ts.HEIGHT * 3 // 2
     pattern = ts.VideoPattern()
@@ -107,8 +118,8 @@ def synthesize_parts(fmt: str, directory: Path, minutes: float, parts: int) -> l
         for n in range(parts):
             path = directory / f"long-part{n + 1:03d}.{ext}"
             with av.open(
-                str(path), "w", format=FORMATS[fmt].container,
-                options=_container_options(FORMATS[fmt]),
+                str(path), "w", format=written_as.container,
+                options=_container_options(written_as),
             ) as out:  # fmt: skip
                 outs = {s.index: out.add_stream_from_template(s, opaque=True) for s in streams}
                 for k in range(round(minutes * 60 / parts / span)):
@@ -179,7 +190,8 @@ def per_format(a: argparse.Namespace) -> None:
         for fmt in a.formats:
             base = measure(pid, 10)
             name = f"bench-{fmt}"
-            s.pod.start_recording(name=name, format=fmt, quality="medium")
+            recorded, container = kind(fmt)
+            s.pod.start_recording(name=name, format=recorded, container=container, quality="medium")
             s.pod.wait_recording(name, "recording")
             busy = measure(pid, a.seconds)
             final = s.pod.stop_recording(name)
