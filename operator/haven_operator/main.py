@@ -51,6 +51,9 @@ def configure(
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 5
     settings.networking.error_backoffs = (1, 2, 4, 8, 16, 30)
+    # Serve the CRDs found at startup; no list/watch of CRDs or namespaces, which its RBAC does
+    # not grant (kopf's behaviour without that permission, minus the refused calls).
+    settings.scanning.disabled = True
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "haven-operator"
     # Handler progress lives in status, not in annotations users see in diffs.

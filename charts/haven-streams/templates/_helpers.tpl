@@ -45,7 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 # Recordings too; auto-record creates them, and retention (TTL, keepLast) deletes them.
 - apiGroups: [streams.haven.dev]
   resources: [recordings]
-  verbs: [get, list, watch, patch, create, delete]
+  verbs: [list, watch, patch, create, delete]
 - apiGroups: [streams.haven.dev]
   resources: [livestreams/status, recordings/status]
   verbs: [patch]
@@ -72,10 +72,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create]
-# Stream pods: read their readiness and address.
+# Stream pods: their readiness and address, from a watch.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 # kopf posts core/v1 Events (never patches them, never events.k8s.io).
 - apiGroups: [""]
   resources: [events]
