@@ -263,10 +263,12 @@ def test_a_livestream_deleted_and_created_again_under_its_name_goes_live(
 
 
 def test_the_operator_runs_with_the_charts_rbac_through_its_service_account(kubectl, operator):
-    (pod,) = operator.pods()
-    assert pod["spec"]["serviceAccountName"] == "haven-operator"
-    projected = [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access")]
-    assert projected, pod["spec"]["volumes"]  # the ServiceAccount token is what it runs with
+    pods = operator.pods()
+    assert pods and operator.leader() in {p["metadata"]["name"] for p in pods}
+    for pod in pods:  # the leader and its standby
+        assert pod["spec"]["serviceAccountName"] == "haven-operator"
+        projected = [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access")]
+        assert projected, pod["spec"]["volumes"]  # the ServiceAccount token is what it runs with
     account = f"system:serviceaccount:{OPERATOR_NAMESPACE}:haven-operator"
 
     def can(*args: str) -> bool:
