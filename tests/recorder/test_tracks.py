@@ -154,13 +154,13 @@ async def test_unpublished_camera_falls_back_and_its_return_replaces_the_reader_
     # and scales each track its own way): the same three runs, each in order.
     final = pod.stop_recording("switch")
     assert final["state"] == "completed" and final["parts"], final
-    read: list[int] = []
-    for part in final["parts"]:
+    recorded: list[int | None] = []
+    for part in final["parts"]:  # a short part of a track's first, small pictures may be one
         report = analyze(pod.recordings / part["path"])
         assert report.error is None, report.error
-        counters = [c for c in report.counters if c is not None]
-        assert len(counters) >= 0.9 * len(report.counters), report.counters
-        read += counters
+        recorded += report.counters
+    read = [c for c in recorded if c is not None]
+    assert len(read) >= 0.9 * len(recorded), recorded
     assert segments([track_of(c) for c in read]) == [CAMERA, SCREEN, CAMERA], read
     assert in_order([(c, 0, 0) for c in read]), read
 
@@ -231,6 +231,7 @@ async def test_an_idle_pod_subscribes_to_no_video_and_the_first_viewer_gets_fram
     idle = pod.status()
     assert idle["state"] == "live" and idle["subscribed"] == {"video": False, "audio": False}
     assert idle["framesDecoded"] == {"video": 0, "audio": 0}, idle
+    assert idle["videoCodec"] and idle["audioCodec"], idle  # from the publications too
 
     got = await frames(pod.ws_url, 20)  # the first viewer subscribes
     assert {track_of(c) for c, _, _ in got} == {CAMERA}, got
