@@ -35,6 +35,7 @@ class RecordingRequest:
     max_fps: int | None = None
     max_duration_seconds: float | None = None
     container: str | None = None  # None: the format's own
+    resume_uploads: tuple[dict[str, str], ...] = ()  # {path, key, uploadId} a lost pod left open
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -50,6 +51,8 @@ class RecordingRequest:
             "container": self.container,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
+        if self.resume_uploads:
+            body["resumeUploads"] = list(self.resume_uploads)
         return body
 
 

@@ -46,7 +46,10 @@ def parse_duration(text: str | None) -> float | None:
     return sum(float(n) * unit[u] for n, u in _DURATION.findall(text))
 
 
-def request_for(name: str, spec: dict) -> RecordingRequest:
+def request_for(name: str, spec: dict, status: dict | None = None) -> RecordingRequest:
+    """The pod's start request; with the uploads a lost pod left open (status.objectStorage
+    .openUploads), which a pod that does not know the recording completes (others ignore)."""
+    open_uploads = ((status or {}).get("objectStorage") or {}).get("openUploads") or []
     return RecordingRequest(
         name=name,
         format=spec.get("format", "av1"),
@@ -56,6 +59,11 @@ def request_for(name: str, spec: dict) -> RecordingRequest:
         max_fps=spec.get("maxFps"),
         max_duration_seconds=parse_duration(spec.get("maxDuration")),
         container=spec.get("container"),
+        resume_uploads=tuple(
+            {k: u[k] for k in ("path", "key", "uploadId")}
+            for u in open_uploads
+            if all(u.get(k) for k in ("path", "key", "uploadId"))
+        ),
     )
 
 
@@ -250,7 +258,7 @@ class Reconciler:
             if spec.get("stopped"):
                 info = await client.stop_recording(pod_name)
             else:
-                info = await client.start_recording(request_for(pod_name, spec))
+                info = await client.start_recording(request_for(pod_name, spec, status))
         except PodUnreachable as exc:
             self.logger.info("stream pod unreachable: %s", exc)
             return False
@@ -291,6 +299,7 @@ class Reconciler:
         cfg = upload.effective(ls or {}, self.settings.default_upload)
         if cfg is not None:
             new["objectStorage"] = upload.object_storage_status(cfg, info.get("upload"))
+            new["objectStorage"]["openUploads"] = (info.get("upload") or {}).get("openUploads", [])
         return [cond]
 
     async def follow_upload(self, ls: dict | None, ls_name: str) -> bool:

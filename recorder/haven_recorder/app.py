@@ -63,6 +63,17 @@ def _finite_or_text(value: object) -> object:
     return value
 
 
+MAX_RESUME_UPLOADS = 100
+
+
+class OpenUpload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=300)
+    key: str = Field(min_length=1, max_length=1024)
+    uploadId: str = Field(min_length=1, max_length=1024)
+
+
 class RecordingRequest(BaseModel):
     # Numbers must be finite (no Infinity/NaN) and in range, or the answer is 422.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -89,6 +100,12 @@ class RecordingRequest(BaseModel):
         description="a stream away longer than this starts a new part",
     )
     keepParts: bool = Field(False, description="keep the parts once they are joined into one file")
+    resumeUploads: list[OpenUpload] = Field(
+        [],
+        max_length=MAX_RESUME_UPLOADS,
+        description="uploads a lost pod left open (status.objectStorage.openUploads): a new "
+        "recording completes them from what the server holds; ignored if it exists",
+    )
 
     def spec(self) -> RecordingSpec:
         return RecordingSpec(
@@ -343,7 +360,8 @@ def _control_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
     @app.post("/recordings", dependencies=[Control], status_code=201)
     async def start_recording(body: RecordingRequest) -> JSONResponse:
         try:
-            rec, created = pod.recordings.start(body.spec())
+            resume = [u.model_dump() for u in body.resumeUploads]
+            rec, created = pod.recordings.start(body.spec(), resume)
         except SpecConflict as exc:
             raise HTTPException(409, str(exc)) from exc
         except TooManyRecordings as exc:

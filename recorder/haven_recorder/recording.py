@@ -371,7 +371,8 @@ class Recording:
         number = len(self.progress.parts) + 1
         ext = resolve(self.spec.format, self.spec.container).extension
         relative = f"{self.spec.name}/{self.spec.name}-part{number:03d}.{ext}"
-        while (self.root / relative).exists():  # never overwrite a part
+        listed = {p.path for p in self.progress.parts}  # another pod's, completed from the bucket
+        while (self.root / relative).exists() or relative in listed:  # never overwrite a part
             number += 1
             relative = f"{self.spec.name}/{self.spec.name}-part{number:03d}.{ext}"
         self.progress.parts.append(PartInfo(path=relative))
@@ -647,8 +648,10 @@ class Recordings:
                 self.uploads.attach(rec)  # carries on where the last pod's upload was
         return resumed
 
-    def start(self, spec: RecordingSpec) -> tuple[Recording, bool]:
-        """Start `spec`; a repeat of the same spec is a no-op. Returns (recording, created)."""
+    def start(self, spec: RecordingSpec, resume: list[dict] = ()) -> tuple[Recording, bool]:
+        """Start `spec`; a repeat of the same spec is a no-op. Returns (recording, created).
+        `resume`: uploads another pod left open ({path, key, uploadId}); a new recording takes
+        them as its first parts and completes them from what the server holds."""
         spec.validate()
         existing = self.items.get(spec.name)
         if existing is not None:
@@ -664,6 +667,12 @@ class Recordings:
                 f"(--max-recordings {self.max_recordings}); stop one first"
             )
         rec = Recording(spec, self.root, self.fanout, self.channels)
+        for entry in resume:  # a part of this recording, never a path elsewhere
+            rest = entry["path"].removeprefix(f"{spec.name}/")
+            if rest == entry["path"] or "/" in rest or rest.startswith("."):
+                raise SpecError(f"resumeUploads: {entry['path']!r} is not a part of {spec.name}")
+        if resume and self.uploads is not None:
+            rec.progress.parts.extend(self.uploads.orphans(list(resume), _now()))
         self.items[spec.name] = rec
         rec.start()
         if self.uploads is not None:

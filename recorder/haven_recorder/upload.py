@@ -297,6 +297,29 @@ class Uploads:
     def create(cls, settings: StorageSettings | None) -> Uploads | None:
         return cls(settings) if settings is not None else None
 
+    def orphans(self, entries: list[dict], now: str) -> list[PartInfo]:
+        """Parts for uploads another pod left open (the Recording's status.objectStorage
+        .openUploads, passed back by the operator): no local file; each is completed from the
+        chunks the server holds."""
+        from .recording import PartInfo
+
+        return [
+            PartInfo(
+                path=e["path"],
+                endedAt=now,
+                url=self.settings.url(e["key"]),
+                uploaded=False,
+                upload={
+                    "uploadId": e["uploadId"],
+                    "key": e["key"],
+                    "chunkBytes": self.settings.chunk_bytes,
+                    "chunks": [],
+                    "orphan": True,
+                },
+            )
+            for e in {e["path"]: e for e in entries}.values()  # one per path
+        ]
+
     def key(self, part_path: str) -> str:
         return f"{self.settings.prefix}{part_path}"
 
@@ -358,6 +381,7 @@ class RecordingUpload:
                 ),
                 "failures": self.failures,
                 "deleteLocalAfterUpload": self.settings.delete_local_after_upload,
+                "openUploads": open_uploads(parts, self.uploads.key),
             },
         }
 
@@ -492,7 +516,7 @@ class RecordingUpload:
 
     async def _upload_part(self, part: PartInfo) -> bool:
         """Upload what can be of `part`: True once it is up and verified, False while it grows."""
-        key = self.uploads.key(part.path)
+        key = (part.upload or {}).get("key") or self.uploads.key(part.path)
         path = self.rec.root / part.path
         if part.url != self.settings.url(key) or part.uploaded is None:
             # New, or a joined file that took over its first part's entry (join.py).
@@ -635,23 +659,56 @@ class RecordingUpload:
         up are completed into the object, so they are not lost; it says it is short."""
         if state.get("localDeleted"):
             return True
-        listed = await self._list_parts(key, state["uploadId"]) if state["uploadId"] else None
-        if not listed:
-            return self._give_up(part, state, f"{part.path}: the local file is gone")
-        parts, number = [], 1
-        while number in listed:  # the leading run of chunks
-            parts.append(listed[number])
-            number += 1
         upload_id = state["uploadId"]
+        listed = await self._list_parts(key, upload_id) if upload_id else None
+        orphan = bool(state.get("orphan"))  # another pod's upload: its file was never here
+        if listed is None and orphan:  # completed already (by a pod lost before it said so)?
+            head = await self._retrying(
+                "looking at the object", lambda: self.client.head_object(key)
+            )
+            if head is not None:
+                part.sizeBytes, part.uploaded, state["etag"] = head.size, True, head.etag
+                self._save()
+                return True
+        if listed == {} and orphan:  # no chunk reached the server: nothing to keep
+            await self._retrying(
+                f"aborting the empty upload of {part.path}", lambda: self._abort(key, upload_id)
+            )
+            log.warning("recording %s: %s had no chunk up; upload aborted", self.name, key)
+            self.rec.progress.parts.remove(part)
+            self._save()
+            return True
+        if not listed:
+            why = "the server holds neither its upload nor its object" if orphan else ""
+            return self._give_up(part, state, f"{part.path}: the local file is gone {why}".strip())
+        parts = leading_run(listed)
+        if not parts:  # later chunks without the first: nothing that plays; left as it is
+            return self._give_up(part, state, f"{part.path}: its first chunk never went up")
         await self._retrying(
             f"completing {part.path} from the chunks uploaded",
             lambda: self.client.complete_multipart_upload(key, upload_id, parts),
         )
+        size = sum(p.size for p in parts)
+        head = await self._retrying("verifying the object", lambda: self.client.head_object(key))
+        expected = multipart_etag([p.etag for p in parts])
+        if head is None or head.size != size or head.etag != expected:
+            return self._give_up(
+                part, state, f"{key}: the completed object is {head}, not {size} bytes {expected}"
+            )
         part.uploaded, state["localMissing"] = True, True
-        state["truncatedTo"] = sum(p.size for p in parts)
+        part.sizeBytes = size if orphan else part.sizeBytes
+        state["truncatedTo"], state["etag"] = size, head.etag
+        state["chunks"] = [{"number": p.number, "size": p.size, "etag": p.etag} for p in parts]
         log.warning("recording %s: %s was gone; completed from its uploaded chunks", self.name, key)
         self._save()
         return True
+
+    async def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            await self.client.abort_multipart_upload(key, upload_id)
+        except S3Error as exc:
+            if exc.code != "NoSuchUpload":  # gone already: what we wanted
+                raise
 
     def _give_up(self, part: PartInfo, state: dict, message: str) -> bool:
         """Nothing more can be done for `part`: it stays `uploaded: false` and says why."""
@@ -661,3 +718,26 @@ class RecordingUpload:
         self.reason, self.message = "UploadFailed", message
         self._save()
         return True
+
+
+def leading_run(listed: dict[int, Part]) -> list[Part]:
+    """The chunks numbered 1, 2, ... without a gap: what a file cut after them holds."""
+    run, number = [], 1
+    while number in listed:
+        run.append(listed[number])
+        number += 1
+    return run
+
+
+def open_uploads(parts: list[PartInfo], key: Callable[[str], str]) -> list[dict]:
+    """The multipart uploads still open, as a pod on another node needs them to complete them
+    (no secret): each part's path, object key and upload id."""
+    return [
+        {
+            "path": p.path,
+            "key": (p.upload or {}).get("key") or key(p.path),
+            "uploadId": p.upload["uploadId"],
+        }
+        for p in parts
+        if not p.uploaded and p.upload and p.upload.get("uploadId") and not p.upload.get("gaveUp")
+    ]
