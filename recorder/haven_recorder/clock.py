@@ -33,6 +33,10 @@ import statistics
 from collections import deque
 
 ENVELOPE_SECONDS = 2.0  # how long an earliest arrival is remembered
+# Audio's anchor is remembered longer: WebRTC plays audio out continuously, so the anchor only
+# moves when playout starts again (a new clock), while a busy process can deliver every frame
+# late for seconds on end (a backlog behind the GIL): a 2 s window took that lateness in.
+AUDIO_ENVELOPE_SECONDS = 10.0
 # WebRTC sends Opus in 20 ms packets: a packet's first sample waits that long to be sent.
 AUDIO_PACKET_SECONDS = 0.020
 DELAY_MEDIAN_OF = 5  # jitter-buffer delay readings (one per stats poll) a median is taken of
@@ -165,7 +169,7 @@ class VideoClock:
 
 
 class AudioClock:
-    def __init__(self, sample_rate: int, window: float = ENVELOPE_SECONDS) -> None:
+    def __init__(self, sample_rate: int, window: float = AUDIO_ENVELOPE_SECONDS) -> None:
         self.sample_rate = sample_rate
         self.samples = 0  # samples timestamped so far
         self._anchor = LowerEnvelope(window)  # play-out time of sample 0

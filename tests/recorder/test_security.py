@@ -305,6 +305,7 @@ def test_a_core_task_that_dies_fails_healthz_and_is_counted(livekit_server, publ
     pod = stream_pod(*livekit_args(livekit_server, publisher))
     pod.wait_state("live")
     pod.start_recording(name="doomed", format="h264")
+    pod.wait_recording("doomed", "recording")  # subscribed (lazily) and reading
     tasks = pod.http("GET", "/debug/tasks").json()["tasks"]
     assert {"stream-manager", "status", "viewer-video", "viewer-audio"} <= set(tasks), tasks
     assert "recording-doomed" in tasks and any(t.startswith("reader-") for t in tasks), tasks
