@@ -21,6 +21,7 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "haven-streams"
 def render(*sets: str, namespace: str = "haven-system") -> list[dict]:
     helm = toolchain.ensure(["helm"])["helm"]
     args = [str(helm), "template", "haven", str(CHART), "--namespace", namespace]
+    args += ["--kube-version", toolchain.KUBERNETES_VERSION]  # the chart needs >= 1.29
     for value in sets:
         args += ["--set", value]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
