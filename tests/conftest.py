@@ -26,6 +26,7 @@ from haven_localcluster.livekit import LiveKitServer
 from haven_localcluster.network import NodeNetwork, free_network
 from haven_localcluster.process import Proc, normal_scheduling, stop
 from haven_localcluster.publisher import spawn_publisher
+from tests.recorder.noise_publisher import spawn_noise_publisher
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
 # The chart's operator and gateway, pump.fun; the S3-compatible server.
@@ -188,6 +189,16 @@ def start_publisher(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[C
 
     yield start
     stop(procs)
+
+
+@pytest.fixture
+def noise_room(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[str]:
+    """A room with a publisher of video noise (recordings of it grow fast); its name."""
+    room = f"noise-{uuid.uuid4().hex[:8]}"
+    server = livekit_server
+    proc = spawn_noise_publisher(server.url, server.api_key, server.api_secret, room, tmp_path)
+    yield room
+    stop([proc])
 
 
 @pytest.fixture

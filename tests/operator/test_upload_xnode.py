@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
-
-import pytest
 
 from haven_localcluster.mediacheck import analyze
-from haven_localcluster.process import stop as stop_procs
 
-from ..recorder.noise_publisher import spawn_noise_publisher
 from .test_end_to_end import (
     apply,
     condition,
@@ -30,16 +25,6 @@ from .test_end_to_end import (
     wait_phase,
 )
 from .test_upload_e2e import keys_secret, upload_spec
-
-
-@pytest.fixture
-def noise_room(livekit_server, tmp_path):
-    """A room with a publisher of video noise: its recording grows by a chunk in seconds."""
-    room = f"noise-{uuid.uuid4().hex[:8]}"
-    server = livekit_server
-    proc = spawn_noise_publisher(server.url, server.api_key, server.api_secret, room, tmp_path)
-    yield room
-    stop_procs([proc])
 
 
 def listed_chunks(s3_server, bucket: str, entry: dict) -> list:

@@ -14,27 +14,15 @@ import httpx
 import pytest
 
 from haven_localcluster.mediacheck import analyze
-from haven_localcluster.process import stop
 from haven_localcluster.s3server import S3Server
 from haven_localcluster.streampod import StreamPod
 from haven_recorder.config import parse
 from haven_recorder.upload import MIN_CHUNK_BYTES
 
 from .conftest import livekit_args
-from .noise_publisher import spawn_noise_publisher
 
 CHUNK = MIN_CHUNK_BYTES  # the smallest S3 allows: a few seconds of 720p H.264 at high quality
 RECORDING = {"format": "h264", "quality": "high", "audio": False}  # the noise has no sound
-
-
-@pytest.fixture
-def noise_room(livekit_server, tmp_path):
-    """A room with a publisher of video noise (recordings of it grow fast); its name."""
-    room = f"noise-{uuid.uuid4().hex[:8]}"
-    server = livekit_server
-    proc = spawn_noise_publisher(server.url, server.api_key, server.api_secret, room, tmp_path)
-    yield room
-    stop([proc])
 
 
 def storage_args(
