@@ -22,8 +22,7 @@ from .autorecord import AUTO_LABEL, Create, Delete, RecordingView, Stop
 from .backoff import delay
 from .children import GROUP, LABEL, VERSION
 from .podclient import PodRejected, PodUnreachable
-from .pods import client_for, current_pod, pod_ready
-from .recording import pod_recording_name
+from .recording import finalizer_client, pod_recording_name
 from .settings import Settings
 
 IDLE = 60.0  # seconds between looks of a LiveStream with nothing to auto-record
@@ -187,14 +186,8 @@ async def delete_files(
         logger.warning(message)
         kopf.warn(dict(body), reason="FilesKept", message=message)
         return
-    pod = current_pod(pods)
-    if pod is None or not pod_ready(pod):
-        raise kopf.TemporaryError(f"waiting for a ready stream pod of {ls_name}", wait)
-    client = await asyncio.to_thread(
-        client_for, memo.kube, memo.settings, ns, ls_name, pod, memo.tokens
-    )
-    if client is None:
-        raise kopf.TemporaryError(f"no control token for {ls_name} yet", wait)
+    waiting = f"waiting for a ready stream pod of {ls_name}"
+    client = await finalizer_client(memo, ns, ls_name, pods, wait, waiting)
     name = pod_recording_name(body)
     try:
         result = await client.delete_recording(name)

@@ -20,7 +20,7 @@ from . import conditions, indices, livestream, metrics, upload
 from .backoff import delay
 from .children import GROUP, VERSION, names
 from .conditions import Condition
-from .podclient import PodRejected, PodUnreachable, RecordingRequest
+from .podclient import PodRejected, PodUnreachable, RecordingRequest, StreamPodClient
 from .pods import client_for, current_pod, pod_ready
 from .settings import Settings
 
@@ -361,6 +361,22 @@ async def run(
         await stopped.wait(INTERVAL)
 
 
+async def finalizer_client(
+    memo: kopf.Memo, ns: str, ls_name: str, pods: list, wait: float, waiting: str
+) -> StreamPodClient:
+    """The LiveStream's ready stream pod's client, for a finalizer: while it has none (or no
+    token yet), a TemporaryError retries in `wait` seconds; `waiting` says what for."""
+    pod = current_pod(pods)
+    if pod is None or not pod_ready(pod):
+        raise kopf.TemporaryError(waiting, wait)
+    client = await asyncio.to_thread(
+        client_for, memo.kube, memo.settings, ns, ls_name, pod, memo.tokens
+    )
+    if client is None:
+        raise kopf.TemporaryError(f"no control token for {ls_name} yet", wait)
+    return client
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL, when=not_over)
 async def finalize(
     body: kopf.Body,
@@ -385,15 +401,8 @@ async def finalize(
     ls_live = ls is not None and (ls.get("status") or {}).get("phase") == "Live"
     if phase not in STARTED and not ls_live:
         return  # never started, and never asked to (a start waits for Live)
-    pod = current_pod(pods)
-    if pod is None or not pod_ready(pod):
-        message = f"waiting for a stream pod of {ls_name} to confirm the stop"
-        raise kopf.TemporaryError(message, wait)
-    client = await asyncio.to_thread(
-        client_for, memo.kube, memo.settings, ns, ls_name, pod, memo.tokens
-    )
-    if client is None:
-        raise kopf.TemporaryError(f"no control token for {ls_name} yet", wait)
+    waiting = f"waiting for a stream pod of {ls_name} to confirm the stop"
+    client = await finalizer_client(memo, ns, ls_name, pods, wait, waiting)
     name = pod_recording_name(body)
     try:
         info = await client.stop_recording(name)
