@@ -136,6 +136,25 @@ async def _closed(url: str, headers: dict | None = None) -> tuple[list, int, str
     return messages, ws.close_code, ws.close_reason
 
 
+def test_starting_a_suspended_session_resumes_it(gateway, live_mint, kubectl):
+    """A session's LiveStream suspended by hand (kubectl) is resumed by the next start: the
+    gateway's one patch of a LiveStream."""
+    mint = live_mint()
+    with gateway.client() as api:
+        started = api.post("/api/live-sessions/start", json={"mint_id": mint})
+        assert started.status_code == 200, started.text
+        stream = started.json()["session"]["stream"]
+        suspend = '{"spec":{"suspend":true}}'
+        kubectl("patch", "-n", NS, "ls", stream, "--type=merge", "-p", suspend)
+        wait_for(lambda: get(kubectl, "ls", stream).get("status", {}).get("phase") == "Suspended")
+        again = api.post("/api/live-sessions/start", json={"mint_id": mint})
+        # 200 once it is Live again, or 504 if the new pod takes longer than the gateway waits.
+        assert again.status_code in (200, 504), again.text
+        assert get(kubectl, "ls", stream)["spec"]["suspend"] is False
+        wait_for(lambda: get(kubectl, "ls", stream).get("status", {}).get("phase") == "Live", 180)
+        assert api.post("/api/live-sessions/stop", json={"mint_id": mint}).status_code == 200
+
+
 def test_the_websocket_proxy_delivers_frames_and_answers_ping(gateway, live_mint):
     mint = live_mint()
     with gateway.client() as api:
