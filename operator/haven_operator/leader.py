@@ -4,9 +4,13 @@ holding the Lease runs kopf; the others wait and take over once it stops renewin
 kopf's own peering pauses lower-priority operators, but peers of equal priority all freeze, so
 it cannot pick one of identical replicas. This follows client-go's leaderelection instead:
 
-- The Lease (made by the chart; the RBAC allows get and update of that one name only) holds
-  holderIdentity, leaseDurationSeconds, renewTime. Writes are compare-and-swap on its
-  resourceVersion, so of two candidates exactly one wins.
+- The Lease (made by the chart; the RBAC allows get and update of that one name, and create
+  in the release's namespace) holds holderIdentity, leaseDurationSeconds, renewTime. Writes
+  are compare-and-swap on its resourceVersion (or a create), so of two candidates exactly one
+  wins.
+- A deleted Lease is made again: at once by the leader (it still leads), by a standby only
+  once it has been missing for a lease duration (the leader, renewing every `retry`, would
+  have made it by then), with the labels and annotations it had (Helm's ownership).
 - A candidate takes the Lease when it has no holder, or when the holder's record has not
   changed for leaseDurationSeconds on the candidate's own clock (no clock skew matters).
 - The leader renews every `retry` seconds. If it cannot renew for `renew_deadline` (shorter
@@ -50,6 +54,10 @@ class Record:
     renew_time: str | None
     duration: float | None
     transitions: int = 0
+    exists: bool = True  # False: there is no Lease object at all
+
+
+MISSING = Record(None, None, None, exists=False)
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,14 @@ def observe(previous: Observed | None, record: Record, now: float) -> Observed:
     return Observed(record, now)
 
 
-def decide(identity: str, seen: Observed, now: float, default_duration: float) -> Action:
+def decide(
+    identity: str, seen: Observed, now: float, default_duration: float, leading: bool = False
+) -> Action:
     record = seen.record
+    if not record.exists:  # deleted: the leader makes it again at once, a standby after a wait
+        if leading or now - seen.since >= default_duration:
+            return Action.ACQUIRE
+        return Action.WAIT
     if record.holder == identity:
         return Action.RENEW
     if not record.holder:
@@ -111,6 +125,8 @@ class LeaseElector:
         self.seen: Observed | None = None
         self.leading = False
         self._said = ""
+        self._transitions = 0  # the Lease's last leaseTransitions seen
+        self._meta: tuple[dict | None, dict | None] = (None, None)  # its labels, annotations
         # A thread of its own: the shared pool is busy with reconciles under load, and a
         # renewal queued behind them would lose the Lease.
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease")
@@ -136,43 +152,58 @@ class LeaseElector:
         """One attempt to take or renew the Lease (blocking). True if we hold it now."""
         lease = self._read()
         if lease is None:
-            self._say(
-                "Lease %s/%s does not exist: the chart makes it (helm upgrade restores it)",
-                self.namespace,
-                self.name,
+            record = MISSING
+            spec = kubernetes.client.V1LeaseSpec()
+        else:
+            spec = lease.spec or kubernetes.client.V1LeaseSpec()
+            self._meta = (lease.metadata.labels, lease.metadata.annotations)
+            record = Record(
+                spec.holder_identity,
+                str(spec.renew_time) if spec.renew_time else None,
+                float(spec.lease_duration_seconds) if spec.lease_duration_seconds else None,
+                spec.lease_transitions or 0,
             )
-            return False
-        spec = lease.spec or kubernetes.client.V1LeaseSpec()
-        record = Record(
-            spec.holder_identity,
-            str(spec.renew_time) if spec.renew_time else None,
-            float(spec.lease_duration_seconds) if spec.lease_duration_seconds else None,
-            spec.lease_transitions or 0,
-        )
+            self._transitions = record.transitions
         now = time.monotonic()
         self.seen = observe(self.seen, record, now)
-        action = decide(self.identity, self.seen, now, self.duration)
+        action = decide(self.identity, self.seen, now, self.duration, self.leading)
         if action is Action.WAIT:
             self.leading = False
-            self._say("standby: Lease %s held by %s", self.name, record.holder)
+            if lease is None:
+                self._say("Lease %s/%s is missing: waiting for the leader to make it",
+                          self.namespace, self.name)  # fmt: skip
+            else:
+                self._say("standby: Lease %s held by %s", self.name, record.holder)
             return False
         stamp = _micro_now()
-        if action is Action.ACQUIRE:
+        if action is Action.ACQUIRE and not self.leading:
             spec.acquire_time = stamp
-            spec.lease_transitions = record.transitions + 1  # a new holder, as client-go
+            spec.lease_transitions = self._transitions + 1  # a new holder, as client-go
+        else:
+            spec.lease_transitions = self._transitions
         spec.holder_identity = self.identity
         spec.lease_duration_seconds = int(self.duration)
         spec.renew_time = stamp
-        lease.spec = spec
-        try:  # compare-and-swap: the resourceVersion read above
-            self.api.replace_namespaced_lease(
-                self.name, self.namespace, lease, _request_timeout=TIMEOUT
-            )
+        try:  # compare-and-swap: the resourceVersion read above, or a create
+            if lease is None:
+                labels, annotations = self._meta
+                meta = kubernetes.client.V1ObjectMeta(
+                    name=self.name, namespace=self.namespace, labels=labels,
+                    annotations=annotations,
+                )  # fmt: skip
+                body = kubernetes.client.V1Lease(metadata=meta, spec=spec)
+                self.api.create_namespaced_lease(self.namespace, body, _request_timeout=TIMEOUT)
+                log.warning("Lease %s/%s was missing: made it again", self.namespace, self.name)
+            else:
+                lease.spec = spec
+                self.api.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _request_timeout=TIMEOUT
+                )
         except ApiException as exc:
-            if exc.status == 409:  # someone wrote it since our read: look again
+            if exc.status == 409:  # someone wrote (or made) it since our read: look again
                 return False
             raise
-        if action is Action.ACQUIRE:
+        if action is Action.ACQUIRE and not self.leading:
             log.info("leader: took Lease %s/%s as %s", self.namespace, self.name, self.identity)
             self._said = ""
         self.leading = True

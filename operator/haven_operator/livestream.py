@@ -171,7 +171,9 @@ async def control_loop(
                     outcome.generation, outcome.ok, time.monotonic(), outcome.retry_after
                 )
                 if outcome.rollout_pending:
-                    retry = time.monotonic() + jittered(ROLLOUT_RETRY)
+                    gate = _gate(memo)
+                    soon = gate.retry_in(key) if gate is not None else None
+                    retry = time.monotonic() + (soon or jittered(ROLLOUT_RETRY))
                     loop.schedule.next_at = min(loop.schedule.next_at, retry)
                 if outcome.token is not None:
                     memo.tokens.put(namespace, name, outcome.token)
@@ -221,18 +223,20 @@ async def _write_status(
     patch = changes(current, new, counters_due)
     if not patch:
         return
+    ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+    await asyncio.to_thread(memo.kube.patch_status, PLURAL, ns, name, patch)
+    metrics.STATUS_WRITES.labels(kind="LiveStream").inc()
+    loop.written.update(patch)
+    loop.counters_at = now
     if new["phase"] != current.get("phase"):
+        # After the write: a leader that dies in between loses the Event, and its successor,
+        # which reads the new phase, does not post it twice.
         ready = next((c for c in new["conditions"] if c["type"] == "Ready"), {})
         message = f"{current.get('phase') or 'None'} -> {new['phase']}: {ready.get('message', '')}"
         (kopf.warn if new["phase"] == "Failed" else kopf.info)(
             raw, reason=new["phase"], message=message
         )
         logger.info("phase %s", message)
-    ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-    await asyncio.to_thread(memo.kube.patch_status, PLURAL, ns, name, patch)
-    metrics.STATUS_WRITES.labels(kind="LiveStream").inc()
-    loop.written.update(patch)
-    loop.counters_at = now
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

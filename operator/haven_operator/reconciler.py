@@ -172,8 +172,9 @@ def reconcile(
         dep = next(m for m in manifests if m["kind"] == "Deployment")
         if (livekit_keys := livekit_credentials_hash(kube, body)) is not None:
             dep["spec"]["template"]["metadata"]["annotations"][CREDENTIALS_HASH] = livekit_keys
+        recording = bool((body.get("status") or {}).get("activeRecordings"))
         pending = gate_deployment(
-            dep, existing["Deployment"], generation, (namespace, ls_name), gate
+            dep, existing["Deployment"], generation, (namespace, ls_name), gate, recording
         )
         if wanted_ingress is not None:
             manifests.append(wanted_ingress)

@@ -6,6 +6,11 @@ drops and every recording splits. Instead the operator counts the Deployments it
 and replaces at most `max_concurrent` serving pods at a time; each keeps its slot until its new
 pod is Ready. The others keep their old template meanwhile (condition RolloutPending=True).
 
+LiveStreams with active Recordings roll last (a new pod splits each recording into a new part):
+such a LiveStream takes a slot only once no LiveStream without Recordings waits for one, and
+not before `SETTLE` seconds into the wave of rollouts, so that the others (a new leader starts
+every LiveStream's loop at once) have asked first.
+
 What rolls at once, without a slot: a LiveStream's own spec edit (its user asked for it), a
 pod that serves nobody (suspended, not ready), a new control token or credentials (the pod
 cannot work with the old ones). The Deployment carries the hash of the template the operator
@@ -33,6 +38,7 @@ APPLIED_GENERATION = f"{GROUP}/livestream-generation"  # on the Deployment: of t
 ROLLOUT = f"{GROUP}/rollout"  # on the Deployment: the hash a gated rollout goes to, until done
 CREDENTIALS_HASH = f"{GROUP}/livekit-credentials-hash"  # pod template: new keys roll the pod
 DEFAULT_MAX_CONCURRENT = 2
+SETTLE = 30.0  # seconds into a wave of rollouts before a LiveStream with Recordings may go
 
 Key = tuple[str, str]  # (namespace, LiveStream)
 
@@ -78,8 +84,21 @@ def template_change(
     return Change.GATED
 
 
-def admit(rolling: Collection[Key], key: Key, max_concurrent: int) -> bool:
-    return key in rolling or len(rolling) < max_concurrent
+def admit(
+    rolling: Collection[Key],
+    key: Key,
+    max_concurrent: int,
+    recording: bool = False,
+    others_waiting: bool = False,
+    settled: bool = True,
+) -> bool:
+    """May `key` roll now? `recording`: it has active Recordings, so it goes last: only once
+    no LiveStream without Recordings waits (`others_waiting`) and the wave has `settled`."""
+    if key in rolling:
+        return True
+    if recording and (others_waiting or not settled):
+        return False
+    return len(rolling) < max_concurrent
 
 
 def rolled(deployment: Mapping[str, Any]) -> bool:
@@ -115,28 +134,47 @@ class Gate:
         self.max_concurrent = max_concurrent
         self._lock = threading.Lock()
         self._rolling: dict[Key, tuple[str, float]] = {}
-        self._waiting: dict[Key, None] = {}  # in the order they first asked
+        self._waiting: dict[Key, bool] = {}  # in the order they first asked: recording?
         self._in_flight: frozenset[Key] = frozenset()  # from the Deployments' marks
+        self._wave_at: float | None = None  # when the current wave of rollouts began
 
     def observe(self, in_flight: Collection[Key]) -> None:
         """The rollouts the Deployment watch shows under way (any leader's)."""
         with self._lock:
             self._in_flight = frozenset(in_flight)
 
-    def try_admit(self, key: Key, desired_hash: str) -> bool:
+    def try_admit(self, key: Key, desired_hash: str, recording: bool = False) -> bool:
+        """`recording`: the LiveStream has active Recordings (it goes last)."""
+        now = time.monotonic()
         with self._lock:
-            if admit(set(self._rolling) | self._in_flight, key, self.max_concurrent):
-                self._rolling[key] = (desired_hash, time.monotonic())
+            busy = set(self._rolling) | self._in_flight
+            if not busy and not self._waiting:
+                self._wave_at = now  # the first to ask since all was quiet
+            wave_at = now if self._wave_at is None else self._wave_at
+            others = any(not rec for k, rec in self._waiting.items() if k != key)
+            settled = now - wave_at >= SETTLE
+            if admit(busy, key, self.max_concurrent, recording, others, settled):
+                self._rolling[key] = (desired_hash, now)
                 self._waiting.pop(key, None)
                 return True
-            self._waiting.setdefault(key)
+            self._waiting[key] = recording
             return False
 
+    def retry_in(self, key: Key) -> float | None:
+        """Seconds until a waiting LiveStream with Recordings may ask again by itself (the
+        wave settles), or None: it is woken when a slot frees."""
+        with self._lock:
+            if not self._waiting.get(key) or self._wave_at is None:
+                return None
+            left = self._wave_at + SETTLE - time.monotonic()
+            return left + 1.0 if left > 0 else None
+
     def _next(self) -> set[Key]:
-        """The longest-waiting LiveStreams, one per free slot (lock held): waking every
-        waiting one would reconcile them all for each slot."""
+        """The longest-waiting LiveStreams, one per free slot, those without Recordings first
+        (lock held): waking every waiting one would reconcile them all for each slot."""
         free = self.max_concurrent - len(set(self._rolling) | self._in_flight)
-        return set(list(self._waiting)[: max(free, 0)])
+        order = sorted(self._waiting, key=lambda k: self._waiting[k])  # stable: False first
+        return set(order[: max(free, 0)])
 
     def finish(self, key: Key, deployment: Mapping[str, Any]) -> set[Key]:
         """Free the slot once the Deployment rolled to the admitted template. Returns the
@@ -179,9 +217,11 @@ def gate_deployment(
     generation: int,
     key: Key,
     gate: Gate | None,
+    recording: bool = False,
 ) -> str | None:
     """Mark the Deployment manifest with its template's hash and the generation; if the new
-    template must wait for a slot, put the running one back. Returns why it waits, or None."""
+    template must wait for a slot, put the running one back. Returns why it waits, or None.
+    `recording`: the LiveStream has active Recordings (it rolls last)."""
     template = manifest["spec"]["template"]
     desired = template_hash(template)
     annotations = manifest["metadata"].setdefault("annotations", {})
@@ -194,7 +234,7 @@ def gate_deployment(
         return None
     if change is Change.NOW or gate is None:
         return None
-    if gate.try_admit(key, desired):
+    if gate.try_admit(key, desired, recording):
         annotations[ROLLOUT] = desired
         return None
     assert existing is not None  # GATED: there is a running Deployment
@@ -204,4 +244,5 @@ def gate_deployment(
         annotations[TEMPLATE_HASH] = running
     else:
         del annotations[TEMPLATE_HASH]
-    return f"the new pod template waits for a rollout slot: {gate.describe()}"
+    last = "; it has active Recordings, so it rolls last" if recording else ""
+    return f"the new pod template waits for a rollout slot: {gate.describe()}{last}"

@@ -149,3 +149,79 @@ def test_the_standby_takes_over_when_the_leader_dies(operator, kubectl, namespac
     apply(kubectl, namespace, livestream("last"))
     wait_for(lambda: reconciled(kubectl, namespace, "last"), timeout=120)
     wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
+
+
+def events_by_reason(kubectl, namespace: str) -> dict[tuple[str, str], int]:
+    """(LiveStream, reason) -> how many Events were posted about it."""
+    out = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    counts: dict[tuple[str, str], int] = {}
+    for event in json.loads(out)["items"]:
+        obj = event["involvedObject"]
+        if obj.get("kind") == "LiveStream":
+            key = (obj["name"], event["reason"])
+            counts[key] = counts.get(key, 0) + max(1, event.get("count") or 1)
+    return counts
+
+
+def test_a_takeover_while_livestreams_are_being_created_converges_once(
+    operator, kubectl, namespace
+):
+    """The leader's pod is deleted while LiveStreams are being applied: the standby takes over
+    and every LiveStream converges with one of each child and no Event posted twice."""
+    leader, standby = wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
+    names = [f"t{i:02d}" for i in range(12)]
+    for i, name in enumerate(names):
+        apply(kubectl, namespace, livestream(name, suspend=True))
+        if i == 3:
+            kubectl("delete", "pod", "-n", OPERATOR_NAMESPACE, leader, "--wait=false")
+    wait_for(lambda: holder(kubectl) == standby, timeout=TAKEOVER, interval=0.5)
+    wait_for(
+        lambda: all(
+            (st := reconciled(kubectl, namespace, n)) and st.get("phase") == "Suspended"
+            for n in names
+        ),
+        timeout=300,
+        interval=1,
+    )
+    for kind, suffix in (("deployments", "stream"), ("services", "stream"), ("pvc", "recordings")):
+        out = kubectl("get", kind, "-n", namespace, "-o", "name").stdout.split()
+        assert sorted(o.split("/")[1] for o in out) == [f"{n}-{suffix}" for n in names]
+    secrets = kubectl(
+        "get", "secrets", "-n", namespace, "-l", "app.kubernetes.io/name=haven-stream",
+        "-o", "name",
+    ).stdout.split()  # fmt: skip
+    assert sorted(s.split("/")[1] for s in secrets) == [f"{n}-control" for n in names]
+    doubled = {k: v for k, v in events_by_reason(kubectl, namespace).items() if v > 1}
+    assert not doubled, f"Events posted twice: {doubled}"
+    wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
+
+
+def test_a_deleted_lease_is_made_again_by_the_leader(operator, kubectl, namespace):
+    """Deleting the Lease does not leave the replicas without one: the leader makes it again
+    (with the chart's labels, so Helm still owns it) and goes on leading; the standby waits."""
+    leader, standby = wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
+    before = get(kubectl, OPERATOR_NAMESPACE, "lease", LEASE)
+    kubectl("delete", "lease", "-n", OPERATOR_NAMESPACE, LEASE)
+    after = wait_for(
+        lambda: (
+            (lease := get_or_none(kubectl, OPERATOR_NAMESPACE, "lease", LEASE))
+            and lease["metadata"]["uid"] != before["metadata"]["uid"]
+            and lease
+        ),
+        timeout=60,
+        interval=0.5,
+    )
+    assert after["spec"]["holderIdentity"] == before["spec"]["holderIdentity"]
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert after["metadata"].get("annotations") == before["metadata"].get("annotations")
+    assert wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1) == (
+        leader,
+        standby,
+    )
+    apply(kubectl, namespace, livestream("lease-back", suspend=True))
+    wait_for(lambda: reconciled(kubectl, namespace, "lease-back"), timeout=120)
+
+
+def get_or_none(kubectl, namespace: str, kind: str, name: str) -> dict | None:
+    result = kubectl("get", "-n", namespace, kind, name, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None

@@ -44,3 +44,16 @@ def test_a_lease_without_a_duration_uses_the_default():
 def test_a_leader_that_cannot_renew_within_the_deadline_has_lost():
     assert not lost(last_renewed=100, now=109.9, renew_deadline=10)
     assert lost(last_renewed=100, now=110, renew_deadline=10)
+
+
+def test_a_deleted_lease_is_made_again_by_the_leader_at_once_by_a_standby_only_later():
+    from haven_operator.leader import MISSING
+
+    gone = observe(None, MISSING, now=100)
+    assert decide(ME, gone, now=100, default_duration=15, leading=True) is Action.ACQUIRE
+    # A standby waits a lease duration: the leader, renewing every few seconds, comes first.
+    assert decide(OTHER, gone, now=114.9, default_duration=15) is Action.WAIT
+    assert decide(OTHER, gone, now=115, default_duration=15) is Action.ACQUIRE
+    # Made again by the leader: the standby's clock starts over on the new record.
+    back = observe(gone, Record(ME, "t1", 15), now=102)
+    assert decide(OTHER, back, now=116, default_duration=15) is Action.WAIT

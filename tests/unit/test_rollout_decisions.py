@@ -153,3 +153,35 @@ def test_a_freed_slot_wakes_only_the_longest_waiting():
     assert gate.finish(keys[0], deployment(hash_="h2")) == {keys[1]}
     assert gate.try_admit(keys[1], "h2")
     assert gate.forget(keys[1]) == {keys[2]}
+
+
+def test_a_livestream_with_active_recordings_waits_while_others_wait():
+    a, rec = ("ns", "a"), ("ns", "rec")
+    assert not admit([], rec, 2, recording=True, others_waiting=True)
+    assert not admit([], rec, 2, recording=True, settled=False)
+    assert admit([], rec, 2, recording=True)
+    assert admit([rec], rec, 2, recording=True, others_waiting=True)  # it keeps its slot
+    assert admit([], a, 2, recording=False, others_waiting=True, settled=False)
+
+
+def test_livestreams_with_active_recordings_roll_last(monkeypatch):
+    from haven_operator import rollout
+
+    clock = [1000.0]
+    monkeypatch.setattr(rollout.time, "monotonic", lambda: clock[0])
+    gate = Gate(max_concurrent=2)
+    rec, plain = ("ns", "rec"), [("ns", n) for n in "abc"]
+    # A new leader: the one with a Recording asks first, but the wave has just begun.
+    assert not gate.try_admit(rec, "h2", recording=True)
+    assert gate.retry_in(rec) == pytest.approx(rollout.SETTLE + 1)
+    assert gate.try_admit(plain[0], "h2") and gate.try_admit(plain[1], "h2")
+    assert not gate.try_admit(plain[2], "h2")
+    clock[0] += rollout.SETTLE  # settled, but one without Recordings still waits
+    assert not gate.try_admit(rec, "h2", recording=True)
+    # A freed slot goes to the one without Recordings, though it asked later.
+    assert gate.finish(plain[0], deployment(hash_="h2")) == {plain[2]}
+    assert not gate.try_admit(rec, "h2", recording=True)  # no free slot
+    assert gate.try_admit(plain[2], "h2")
+    assert gate.finish(plain[1], deployment(hash_="h2")) == {rec}
+    assert gate.try_admit(rec, "h2", recording=True)
+    assert gate.retry_in(plain[2]) is None  # not waiting: woken when a slot frees
