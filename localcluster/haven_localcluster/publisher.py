@@ -21,6 +21,9 @@ SCREEN_WIDTH x SCREEN_HEIGHT, its counter n + SCREEN_COUNTER, so a receiver tell
 `--republish-after R` (then published again, as a new track, R seconds later); SIGUSR1 does
 the same on demand (unpublish the camera, or publish it again). Frames keep their counter
 through all of it: frame n is always captured at t0 + n / FPS.
+
+`--start-small` sends the camera's pictures at half the size, while the track announces the
+full size, until SIGUSR2 (as a WebRTC encoder ramping up, or scaling down under load, does).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +82,7 @@ class Signal:
     screen_share: bool = False  # publish a second video track, source screen share
     unpublish_after: float = 0  # seconds; unpublish the camera track then (0: never)
     republish_after: float = 0  # seconds after that; publish it again (0: never)
+    start_small: bool = False  # the camera's pictures at half size until `grow` is set
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -135,12 +139,15 @@ def token(api_key: str, api_secret: str, room: str, identity: str, *, publish: b
 
 
 async def _video_loop(
-    source: rtc.VideoSource, t0: float, stop: asyncio.Event, media: Signal, counter: int = 0
-) -> None:
+    source: rtc.VideoSource, t0: float, stop: asyncio.Event, media: Signal, counter: int = 0,
+    grow: asyncio.Event | None = None,
+) -> None:  # fmt: skip
     """Frame n (counter n + `counter`) at t0 + n / FPS into `source`, whether a track
-    publishes it or not."""
+    publishes it or not; at half size while `media.start_small` and `grow` is not set."""
     pattern = ts.VideoPattern(*media.upright_size)
     rotation = ROTATIONS[media.rotation]
+    small = replace(media, width=max(2, media.width // 2), height=max(2, media.height // 2))
+    small_pattern = ts.VideoPattern(*small.upright_size) if media.start_small else None
     n = 0
     while not stop.is_set():
         due = t0 + n / ts.FPS
@@ -150,8 +157,11 @@ async def _video_loop(
         elif delay < -1:  # fell far behind (a stalled machine): skip ahead, keep the clock
             n = int((time.time() - t0) * ts.FPS)
             continue
-        data = media.picture(pattern, n + counter)
-        frame = rtc.VideoFrame(media.width, media.height, rtc.VideoBufferType.I420, data)
+        sent, drawn = media, pattern
+        if small_pattern is not None and not (grow is not None and grow.is_set()):
+            sent, drawn = small, small_pattern  # announced at full size, sent at half
+        data = sent.picture(drawn, n + counter)
+        frame = rtc.VideoFrame(sent.width, sent.height, rtc.VideoBufferType.I420, data)
         metadata = (
             rtc.FrameMetadata(user_timestamp=int(due * 1e6)) if media.frame_metadata else None
         )
@@ -236,9 +246,10 @@ async def publish(
     stop: asyncio.Event,
     media: Signal | None = None,
     toggle: asyncio.Event | None = None,
+    grow: asyncio.Event | None = None,
 ) -> None:
     """Publish until `stop`; setting `toggle` unpublishes the camera track, or publishes it
-    again."""
+    again; setting `grow` ends `start_small`."""
     media = media or Signal()
     toggle = toggle or asyncio.Event()
     room = rtc.Room()
@@ -251,7 +262,10 @@ async def publish(
     loops = []
     if media.camera:
         video = rtc.VideoSource(media.width, media.height)
-        loops += [_video_loop(video, t0, stop, media), _camera(room, video, media, stop, toggle)]
+        loops += [
+            _video_loop(video, t0, stop, media, grow=grow),
+            _camera(room, video, media, stop, toggle),
+        ]
     if media.screen_share:  # upright, no rotation: a window as it is
         screen_media = Signal(SCREEN_WIDTH, SCREEN_HEIGHT, frame_metadata=media.frame_metadata)
         screen = rtc.VideoSource(SCREEN_WIDTH, SCREEN_HEIGHT)
@@ -308,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         "--republish-after", type=float, default=0, help="then publish it again R seconds later"
     )
     parser.add_argument(
+        "--start-small", action="store_true",
+        help="send the camera at half size (announced at full size) until SIGUSR2",
+    )  # fmt: skip
+    parser.add_argument(
         "--nice", type=int, default=0, help="niceness to run at (negative needs root)"
     )
     args = parser.parse_args(argv)
@@ -322,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         args.width, args.height, args.rotation, args.channels, args.sample_rate,
         args.frame_metadata, camera=not args.no_video, microphone=not args.no_audio,
         screen_share=args.screen_share, unpublish_after=args.unpublish_after,
-        republish_after=args.republish_after,
+        republish_after=args.republish_after, start_small=args.start_small,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     access = args.token or token(
@@ -330,14 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def run() -> None:
-        stop, toggle = asyncio.Event(), asyncio.Event()
+        stop, toggle, grow = asyncio.Event(), asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGUSR1, toggle.set)  # the camera: off, or on again
+        loop.add_signal_handler(signal.SIGUSR2, grow.set)  # --start-small: full size from now
         if args.duration:
             loop.call_later(args.duration, stop.set)
-        await publish(args.url, access, stop, media, toggle)
+        await publish(args.url, access, stop, media, toggle, grow)
 
     asyncio.run(run())
     return 0

@@ -178,6 +178,7 @@ class Pod:
             max_recordings=settings.max_recordings,
             channels=lambda: self.manager.info.channels or 1,
             uploads=Uploads.create(settings.storage),
+            size=self.manager.published_size,
         )
         self.health = Health()
         self.manager.health = self.health  # it watches its track readers

@@ -381,6 +381,15 @@ class StreamManager:
                 StreamState.OFFLINE, state.reason, f"{self._publisher} publishes no tracks"
             )
 
+    def published_size(self) -> tuple[int, int] | None:
+        """The followed video track's size as its publisher announced it (before rotation),
+        or None. A recording plans its picture from it: the first frames a new subscription
+        gets are often smaller (WebRTC ramps up, a busy publisher's encoder scales down)."""
+        pub = self._choice(rtc.TrackKind.KIND_VIDEO)
+        if pub is None or pub.width <= 0 or pub.height <= 0:
+            return None
+        return pub.width, pub.height
+
     # -- demand (lazy subscription) ---------------------------------------------------------
 
     def _demand_changed(self) -> None:

@@ -15,6 +15,11 @@ was queued before it for at most STOP_DRAIN_SECONDS, then drops the queued video
 the queued audio for at most AUDIO_DRAIN_SECONDS more, drops the rest, and finalizes the part.
 A stream that was away longer than `maxGapSeconds`, or a picture of another shape, starts a
 new part; `maxDuration` ends the recording on a timer, whether frames arrive or not.
+
+Picture size: a part's size is planned from the publication's announced size, not from its
+first frame, which is often smaller (a new subscription's WebRTC ramps up, a busy publisher's
+encoder scales down): a smaller first picture of the same shape is scaled up to the announced
+size, and the writer scales every later one to the part's size.
 """
 
 from __future__ import annotations
@@ -48,8 +53,10 @@ from .writer import (
     QUALITY,
     PartWriter,
     containers,
+    output_size,
     probe_duration,
     resolve,
+    same_shape,
 )
 
 if TYPE_CHECKING:
@@ -196,13 +203,46 @@ def _mono() -> int:
     return 1
 
 
+def _unknown_size() -> tuple[int, int] | None:
+    return None
+
+
+Size = Callable[[], tuple[int, int] | None]
+
+
+def opening_size(
+    frame: VideoFrame, announced: tuple[int, int] | None, max_width: int | None
+) -> tuple[int, int] | None:
+    """The size to scale a part's first picture to, if not its own: the publication's
+    announced size (turned as the picture is, to at most `max_width`) when the picture has its
+    shape and is smaller. A picture as large or larger, or of another shape, plans the part."""
+    if announced is None:
+        return None
+    width, height = frame.upright_size
+    for w, h in (announced, announced[::-1]):
+        if same_shape((w, h), (width, height)):
+            planned = output_size(w, h, max_width)
+            own = output_size(width, height, max_width)
+            if (w <= width and h <= height) or planned == own:
+                return None
+            return planned
+    return None
+
+
 class Recording:
     def __init__(
-        self, spec: RecordingSpec, root: Path, fanout: FanOut, channels: Callable[[], int] = _mono
+        self,
+        spec: RecordingSpec,
+        root: Path,
+        fanout: FanOut,
+        channels: Callable[[], int] = _mono,
+        size: Size = _unknown_size,
     ) -> None:
-        """`channels`: the stream's audio channels, for a part that opens before any audio."""
+        """`channels`: the stream's audio channels, for a part that opens before any audio;
+        `size`: the video publication's announced size (before rotation), if known."""
         self.spec = spec
         self.channels_hint = channels
+        self.size_hint = size
         self.root = root
         self.dir = root / spec.name
         self.fanout = fanout
@@ -273,10 +313,15 @@ class Recording:
 
     @classmethod
     def load(
-        cls, state_file: Path, root: Path, fanout: FanOut, channels: Callable[[], int] = _mono
+        cls,
+        state_file: Path,
+        root: Path,
+        fanout: FanOut,
+        channels: Callable[[], int] = _mono,
+        size: Size = _unknown_size,
     ) -> Recording:
         data = json.loads(state_file.read_text())
-        rec = cls(RecordingSpec(**data["spec"]).validate(), root, fanout, channels)
+        rec = cls(RecordingSpec(**data["spec"]).validate(), root, fanout, channels, size)
         p = rec.progress
         p.state = RecordingState(data["state"])
         p.parts = [PartInfo(**part) for part in data["parts"]]
@@ -425,12 +470,15 @@ class Recording:
         if degraded:
             log.warning("recording %s is dropping frames: its encoder is behind", self.spec.name)
 
-    def _write(self, frame: Frame) -> None:
-        """Write one frame (in the recording's thread); a frame it cannot take is skipped."""
+    def _write(self, frame: Frame, size: tuple[int, int] | None = None) -> None:
+        """Write one frame (in the recording's thread), a picture scaled to `size` first if
+        given (see opening_size); a frame it cannot take is skipped."""
         assert self._writer is not None
         is_video = isinstance(frame, VideoFrame)
         try:
             if is_video:
+                if size is not None:
+                    frame = frame.upright().scaled(*size)
                 self._writer.write_video(frame)
             else:
                 self._writer.write_audio(frame)
@@ -492,7 +540,10 @@ class Recording:
                     self._channels = frame.channels
                 if why := self._writer.split_reason(frame):
                     await self._roll(why)
-                await loop.run_in_executor(self._executor, self._write, frame)
+                size = None
+                if isinstance(frame, VideoFrame) and not self._writer.is_open:
+                    size = opening_size(frame, self.size_hint(), self.spec.max_width)
+                await loop.run_in_executor(self._executor, self._write, frame, size)
                 part = p.parts[-1]
                 if p.state == RecordingState.STARTING and not self._writer.is_open:
                     p.reason = "WaitingForVideo"  # sound, no picture: a part opens on video
@@ -613,12 +664,15 @@ class Recordings:
         max_recordings: int = DEFAULT_MAX_RECORDINGS,
         channels: Callable[[], int] = _mono,
         uploads: Uploads | None = None,
+        size: Size = _unknown_size,
     ) -> None:
-        """`uploads`: object storage, if configured: every recording's parts go up."""
+        """`uploads`: object storage, if configured: every recording's parts go up; `size`:
+        the video publication's announced size (Recording plans its pictures from it)."""
         self.uploads = uploads
         self.root = root
         self.fanout = fanout
         self.channels = channels
+        self.size = size
         self.max_recordings = max_recordings
         self.items: dict[str, Recording] = {}
 
@@ -626,7 +680,9 @@ class Recordings:
         loaded = []
         for state_file in sorted(self.root.glob(f"*/{STATE_FILE}")):
             try:
-                loaded.append(Recording.load(state_file, self.root, self.fanout, self.channels))
+                loaded.append(
+                    Recording.load(state_file, self.root, self.fanout, self.channels, self.size)
+                )
             except Exception as exc:  # listed as failed, never skipped
                 log.error("unreadable recording state %s: %s", state_file, exc)
                 loaded.append(Recording.unreadable(state_file, self.root, self.fanout, exc))
@@ -666,7 +722,7 @@ class Recordings:
                 f"this stream pod already runs {running} recordings, its maximum "
                 f"(--max-recordings {self.max_recordings}); stop one first"
             )
-        rec = Recording(spec, self.root, self.fanout, self.channels)
+        rec = Recording(spec, self.root, self.fanout, self.channels, self.size)
         for entry in resume:  # a part of this recording, never a path elsewhere
             rest = entry["path"].removeprefix(f"{spec.name}/")
             if rest == entry["path"] or "/" in rest or rest.startswith("."):

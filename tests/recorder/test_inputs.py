@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +129,10 @@ async def test_viewers_and_recordings_get_upright_readable_pictures(
     path = pod.recordings / final["parts"][0]["path"]
     report = analyze(path)
     assert report.error is None
-    assert (report.width, report.height) == (got[0] - got[0] % 2, got[1] - got[1] % 2)
+    # The publication's size (even), whatever size the first pictures had: WebRTC crops 641x359
+    # to 640x356, and the part is planned from what the track announced (see the test below).
+    width, height = case.upright
+    assert (report.width, report.height) == (width - width % 2, height - height % 2)
     read = [c for c in report.counters if c is not None]
     assert len(read) >= 0.9 * len(report.counters) and read == sorted(read), report.counters
     assert abs(report.audio_seconds - report.duration) < 0.5, report
@@ -135,3 +141,45 @@ async def test_viewers_and_recordings_get_upright_readable_pictures(
     assert channels == status["audio"]["channels"], status
     if channels == 2:  # the publisher sends the tone left at twice its level right
         assert 1.6 < left / right < 2.5, (left, right)
+
+
+def _wait_status(pod, check: Callable[[dict], bool], what: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        if check(status := pod.status()):
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"the pod's status did not show {what} in {timeout}s: {status}")
+
+
+def test_a_recording_has_the_publications_size_not_its_first_pictures(
+    livekit_server, start_publisher, stream_pod
+):
+    """A recording started on an idle pod subscribes while WebRTC ramps up, and a busy
+    publisher's encoder scales down: its first pictures are smaller than the track. The
+    publisher here announces 641x359 and sends half that until SIGUSR2; the part opens on a
+    small picture and is still written at the publication's size (even: 640x358)."""
+    room = f"room-{uuid.uuid4().hex[:8]}"
+    flags = ["--width", "641", "--height", "359", "--start-small", "--no-audio"]
+    publisher = start_publisher(room, options=flags)
+    pod = stream_pod(*livekit_args(livekit_server, room))
+    idle = pod.wait_state("live")
+    assert idle["subscribed"]["video"] is False, idle  # lazy: the recording subscribes
+    assert (idle["video"]["width"], idle["video"]["height"]) == (641, 359), idle  # published
+    pod.start_recording(name="ramp", format="h264", audio=False)
+    pod.wait_recording("ramp", "recording")
+    small = pod.status()
+    assert small["video"]["width"] <= 330, small  # the part opened on a half-size picture
+    os.kill(publisher.pid, signal.SIGUSR2)  # full size from now on
+    grown = _wait_status(pod, lambda s: s["video"]["width"] >= 600, "full-size pictures")
+    decoded = grown["framesDecoded"]["video"]
+    _wait_status(pod, lambda s: s["framesDecoded"]["video"] >= decoded + 30, "30 more frames")
+    final = pod.stop_recording("ramp")
+
+    assert final["state"] == "completed" and len(final["parts"]) == 1, final
+    report = analyze(pod.recordings / final["parts"][0]["path"])
+    assert report.error is None
+    assert (report.width, report.height) == (640, 358), report
+    read = [c for c in report.counters if c is not None]
+    assert len(read) >= 30 and read == sorted(read), report.counters
