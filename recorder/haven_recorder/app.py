@@ -44,6 +44,7 @@ from .recording import (
     SpecError,
     TooManyRecordings,
 )
+from .statuswait import StatusWaiter
 from .upload import Uploads
 from .viewer import ViewerHub
 from .writer import FORMATS, MAX_GAP_SECONDS, quality_table
@@ -346,9 +347,16 @@ def _control_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    waiter = StatusWaiter(pod.status, pod.manager)
+
     @app.get("/status", dependencies=[Control])
-    async def status() -> dict:
-        return pod.status()
+    async def status(
+        since: Annotated[str | None, Query(max_length=64)] = None,
+        wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0.0,
+    ) -> dict:
+        # A long poll (statuswait.py): with the last `version` seen, answers on a change or
+        # after `wait` seconds (at most 60).
+        return await waiter.answer(since, wait)
 
     @app.get("/formats", dependencies=[Control])
     async def formats() -> dict:
