@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup debs toolchain images test lint format demo up down status clean
+.PHONY: setup debs toolchain images test lint format demo up down status clean e2e
 
 setup: debs $(STAMP) toolchain images
 
@@ -38,6 +38,13 @@ format: $(STAMP)
 
 test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The end-to-end suite against an existing cluster (README: "Run the e2e suite on your
+# cluster"); its own pytest configuration keeps the local cluster's fixtures out:
+#   make e2e KUBECONFIG=... HAVEN_OPERATOR_IMAGE=... HAVEN_RECORDER_IMAGE=... \
+#            HAVEN_LIVEKIT_IMAGE=... HAVEN_TESTKIT_IMAGE=...    (E2E_ARGS: more pytest arguments)
+e2e: $(STAMP)
+	$(BIN)/pytest -c tests/e2e/pytest.ini tests/e2e $(if $(KUBECONFIG),--kubeconfig=$(KUBECONFIG)) $(E2E_ARGS)
 
 demo: setup
 	$(BIN)/haven-localcluster demo

@@ -31,6 +31,9 @@ from tests.recorder.noise_publisher import spawn_noise_publisher
 Kubectl = Callable[..., subprocess.CompletedProcess]
 # The chart's operator and gateway, pump.fun; the S3-compatible server.
 pytest_plugins = ["tests.release_fixtures", "tests.s3_fixtures"]
+# The e2e suite runs against a cluster it is given, with its own configuration (`make e2e`);
+# tests/cluster/test_e2e_suite.py runs it against this session's cluster.
+collect_ignore = ["e2e"]
 
 
 def stage(item: pytest.Item) -> int:

@@ -6,6 +6,12 @@
               python:3.11-slim-bookworm, which no registry here can serve
     recorder  recorder/Dockerfile, built by buildah on `base`
     operator  operator/Dockerfile, likewise
+    traefik   the Ingress controller: Traefik from the toolchain in a scratch image; built only
+              when asked for (OPTIONAL), by the ingress tests and the demo
+    livekit   livekit-server from the toolchain in a scratch image (the e2e suite deploys it;
+              localcluster/livekit.Dockerfile builds the same with Docker)
+    testkit   localcluster/Dockerfile on `recorder`: the synthetic publisher and the pump.fun
+              stand-in as pods, for the e2e suite (tests/e2e)
 
 Python packages come from a wheelhouse filled once on the host (with the host's own pip
 settings) and mounted into the build, so the Dockerfiles' RUN steps need no network. Each
@@ -37,7 +43,8 @@ BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 BUILD_REQUIREMENTS = ("setuptools==84.2.1", "wheel==0.48.0")  # pyproject's build-system
 REPOSITORY = "localhost/haven"
 ARCHIVE_IDLE_SECONDS = 3 * 3600  # an older archive is kept this long after its last use
-ALL = ("pause", "coredns", "base", "recorder", "operator")
+ALL = ("pause", "coredns", "base", "recorder", "operator", "livekit", "testkit")
+OPTIONAL = ("traefik",)  # not in ALL: built when first asked for by name
 # What each Dockerfile copies from the repository: the inputs of its image's key.
 COMMON_INPUTS = ("pyproject.toml", "constraints.txt", "README.md")
 DOCKERFILE_INPUTS = {
@@ -51,6 +58,7 @@ DOCKERFILE_INPUTS = {
         *COMMON_INPUTS,
     ),
 }
+TESTKIT_INPUTS = ("localcluster/Dockerfile", "localcluster/haven_localcluster")
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,17 @@ def _build_dockerfile(build: Builder, name: str, ref: str, base: str, wheels: Pa
     )  # fmt: skip
 
 
+def _build_testkit(build: Builder, ref: str, recorder: Image) -> None:
+    """localcluster/Dockerfile on the recorder image (the archive is its cache: load it back)."""
+    if not build.has(recorder.ref):
+        build("pull", "--quiet", f"docker-archive:{recorder.archive}")
+    build(
+        "build", "--quiet", "--layers=false", "--isolation=chroot",
+        f"--file={ROOT / 'localcluster' / 'Dockerfile'}",
+        f"--build-arg=BASE={recorder.ref}", f"--tag={ref}", str(ROOT),
+    )  # fmt: skip
+
+
 def _key(name: str, base_key: str, wheels_key: str) -> str:
     if name == "pause":
         return _hash(PAUSE_DIR)
@@ -221,6 +240,12 @@ def _key(name: str, base_key: str, wheels_key: str) -> str:
         return _hash(toolchain.COREDNS_VERSION)
     if name == "base":
         return _hash(SUITE, *BASE_PACKAGES)
+    if name == "traefik":
+        return _hash(toolchain.TRAEFIK_VERSION)
+    if name == "livekit":
+        return _hash(toolchain.LIVEKIT_VERSION)
+    if name == "testkit":  # base_key is the recorder's here
+        return _hash(*(ROOT / p for p in TESTKIT_INPUTS), base_key)
     return _hash(*(ROOT / p for p in DOCKERFILE_INPUTS[name]), base_key, wheels_key)
 
 
@@ -236,8 +261,16 @@ def _build(name: str, ref: str, build: Builder, built: dict[str, Image], workdir
     elif name == "coredns":
         binary = toolchain.ensure(["coredns"])["coredns"]
         build.scratch(ref, {"/coredns": binary}, "/coredns", "65532:65532")
+    elif name == "livekit":
+        binary = toolchain.ensure(["livekit-server"])["livekit-server"]
+        build.scratch(ref, {"/livekit-server": binary}, "/livekit-server", "65532:65532")
+    elif name == "traefik":
+        binary = toolchain.ensure(["traefik"])["traefik"]
+        build.scratch(ref, {"/traefik": binary}, "/traefik", "65532:65532")
     elif name == "base":
         _build_base(build, ref, workdir)
+    elif name == "testkit":
+        _build_testkit(build, ref, built["recorder"])
     else:
         base = built["base"]
         if not build.has(base.ref):  # the buildah store was wiped; the archive was kept
@@ -248,8 +281,10 @@ def _build(name: str, ref: str, build: Builder, built: dict[str, Image], workdir
 def ensure_images(names: Iterable[str] = ALL) -> dict[str, Image]:
     """Each named image (and what it is built on), built unless cached."""
     names = set(names)
+    if "testkit" in names:
+        names.add("recorder")  # its base
     needs_base = bool({"recorder", "operator"} & names)
-    wanted = [n for n in ALL if n in names or (n == "base" and needs_base)]
+    wanted = [n for n in (*ALL, *OPTIONAL) if n in names or (n == "base" and needs_base)]
     images_dir().mkdir(parents=True, exist_ok=True)
     log = images_dir() / "build.log"
     built: dict[str, Image] = {}
@@ -258,6 +293,8 @@ def ensure_images(names: Iterable[str] = ALL) -> dict[str, Image]:
         wheels_key = _wheels_key()
         for name in wanted:
             base_key = built["base"].ref.rsplit("-", 1)[-1] if "base" in built else ""
+            if name == "testkit":
+                base_key = built["recorder"].ref.rsplit(":", 1)[-1]
             key = _key(name, base_key, wheels_key)
             tag = f"{SUITE}-{key}" if name == "base" else key
             ref = f"{REPOSITORY}/{name}:{tag}"

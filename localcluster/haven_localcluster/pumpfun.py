@@ -8,12 +8,19 @@ livekit-server (pump.fun itself cannot be reached from here).
 Live mints and the token lifetime are set by whoever runs it (tests, the demo); `faults`
 makes it answer a mint's joins with a given status and raw body (a refusal, an outage, a
 malformed answer).
+
+As a pod (the e2e suite, from the testkit image), with the keys in the environment:
+
+    LIVEKIT_API_KEY=... LIVEKIT_API_SECRET=... python -m haven_localcluster.pumpfun \
+        --host 0.0.0.0 --port 8080 --live <mint>=<room> [--live ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
+import os
 import threading
 from dataclasses import dataclass, field
 
@@ -93,3 +100,23 @@ class PumpFunStandIn:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="a stand-in for pump.fun's join API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--live", action="append", default=[], metavar="MINT=ROOM", help="a live mint's room"
+    )
+    args = parser.parse_args(argv)
+    live = dict(entry.split("=", 1) for entry in args.live)
+    stand_in = PumpFunStandIn(
+        os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"], live=live
+    )
+    uvicorn.run(stand_in.app(), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
