@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The chart and the end-to-end suite on kind: creates a kind cluster (hack/kind.sh down deletes
-# it), builds both images with `docker build` (HAVEN_SKIP_BUILD=1: use the tags in
-# HAVEN_OPERATOR_IMAGE / HAVEN_RECORDER_IMAGE as they are), loads them into the node, installs
-# the chart, and runs `make e2e` against the cluster's kubeconfig.
+# it), builds the operator and stream-pod images and the e2e suite's two (livekit-server, and
+# the publisher / pump.fun stand-in) with `docker build` (HAVEN_SKIP_BUILD=1: use the tags in
+# HAVEN_OPERATOR_IMAGE / HAVEN_RECORDER_IMAGE as they are), loads them into the node, and
+# runs `make e2e` against the cluster's kubeconfig, which installs the chart (and `helm test`s
+# it), runs the suite, and removes what it installed.
 # Needs docker, kind, helm and kubectl on PATH. Status: see README ("not tested here").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,8 @@ cd "$(dirname "$0")/.."
 CLUSTER=${KIND_CLUSTER:-haven}
 OPERATOR_IMAGE=${HAVEN_OPERATOR_IMAGE:-haven-operator:kind}
 RECORDER_IMAGE=${HAVEN_RECORDER_IMAGE:-haven-recorder:kind}
+LIVEKIT_IMAGE=${HAVEN_LIVEKIT_IMAGE:-haven-livekit:kind}
+TESTKIT_IMAGE=${HAVEN_TESTKIT_IMAGE:-haven-testkit:kind}
 KUBECONFIG_FILE=${KIND_KUBECONFIG:-$PWD/.kind-kubeconfig}
 
 if [ "${1:-}" = down ]; then
@@ -32,13 +36,12 @@ if [ -z "${HAVEN_SKIP_BUILD:-}" ]; then
   docker build -f operator/Dockerfile -t "$OPERATOR_IMAGE" .
   docker build -f recorder/Dockerfile -t "$RECORDER_IMAGE" .
 fi
-kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$RECORDER_IMAGE"
+docker build -f localcluster/livekit.Dockerfile -t "$LIVEKIT_IMAGE" .
+docker build -f localcluster/Dockerfile --build-arg BASE="$RECORDER_IMAGE" -t "$TESTKIT_IMAGE" .
+kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$RECORDER_IMAGE" "$LIVEKIT_IMAGE" \
+  "$TESTKIT_IMAGE"
 
-helm upgrade --install haven charts/haven-streams --namespace haven-system --create-namespace \
-  --set image.operator.repository="${OPERATOR_IMAGE%:*}" --set image.operator.tag="${OPERATOR_IMAGE##*:}" \
-  --set image.streamPod.repository="${RECORDER_IMAGE%:*}" --set image.streamPod.tag="${RECORDER_IMAGE##*:}" \
-  --set image.pullPolicy=Never --wait --timeout 300s
-helm test haven --namespace haven-system --logs
-
-make e2e KUBECONFIG="$KUBECONFIG_FILE" \
-  HAVEN_OPERATOR_IMAGE="$OPERATOR_IMAGE" HAVEN_RECORDER_IMAGE="$RECORDER_IMAGE"
+# kind's default StorageClass (standard, rancher's local-path) holds the recordings.
+make e2e KUBECONFIG="$KUBECONFIG_FILE" E2E_ARGS="--image-pull-policy=Never" \
+  HAVEN_OPERATOR_IMAGE="$OPERATOR_IMAGE" HAVEN_RECORDER_IMAGE="$RECORDER_IMAGE" \
+  HAVEN_LIVEKIT_IMAGE="$LIVEKIT_IMAGE" HAVEN_TESTKIT_IMAGE="$TESTKIT_IMAGE"

@@ -144,9 +144,38 @@ def delete_namespaces(api, names: list[str]) -> None:
     wait_gone("namespaces deleted", present, timeout=TEARDOWN_SECONDS)
 
 
+def _diagnose(target: Target, labels: dict, release: str, config: pytest.Config) -> None:
+    """After a failure, before the teardown removes them: pods, events and operator logs."""
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    names = target.kubectl(
+        "get", "namespaces", "-l", selector, "-o", "name", check=False
+    ).stdout.split()
+    shown = []
+    for ns in (n.removeprefix("namespace/") for n in names):
+        for what in (("get", "pods,ls,rec", "-o", "wide"), ("get", "events")):
+            out = target.kubectl(*what, "-n", ns, check=False)
+            shown.append(f"--- kubectl {' '.join(what)} -n {ns}\n{out.stdout}{out.stderr}")
+    operator = target.kubectl(
+        "logs", "-n", release, f"deployment/{release}-operator", "--tail=200", check=False
+    )
+    shown.append(f"--- operator log (last 200 lines)\n{operator.stdout}{operator.stderr}")
+    for pod in (f"deploy/{infra.LIVEKIT}", f"deploy/{infra.PUMPFUN}", f"pod/publisher-{ROOM}"):
+        out = target.kubectl("logs", "-n", release, pod, "--tail=30", check=False)
+        shown.append(f"--- {pod} log (last 30 lines)\n{out.stdout}{out.stderr}")
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line("\n".join(shown))
+
+
 @pytest.fixture(scope="session")
 def stack(
-    target: Target, api, images: infra.Images, labels: dict, run_id: str, storage_class: str
+    target: Target,
+    api,
+    images: infra.Images,
+    labels: dict,
+    run_id: str,
+    storage_class: str,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Stack]:
     namespace = release = f"haven-e2e-{run_id}"
     if others := _other_operators(api, namespace):
@@ -158,7 +187,7 @@ def stack(
     lk = infra.Infra(namespace, infra.new_secret())
     mint = infra.new_mint()
     create_namespace(api, namespace, labels)
-    installed = False
+    installed = ready = False
     try:
         target.apply(
             namespace,
@@ -184,8 +213,11 @@ def stack(
             "wait", "-n", namespace, f"pod/publisher-{ROOM}", "--for=condition=Ready",
             "--timeout=300s",
         )  # fmt: skip
+        ready = True
         yield Stack(lk, release, ROOM, mint, storage_class)
     finally:
+        if request.session.testsfailed or not ready:
+            _diagnose(target, labels, release, request.config)
         _teardown(target, api, labels, namespace, release if installed else None, crds_before)
 
 

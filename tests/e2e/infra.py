@@ -133,7 +133,7 @@ def livekit(images: Images, labels: dict) -> list[dict]:
                 "secretName": KEYS,
                 "items": [{"key": "config.yaml", "path": "config.yaml"}],
             },
-        }  # noqa: E501
+        }
     ]
     return [deployment, _service(LIVEKIT, labels, SIGNAL_PORT)]
 

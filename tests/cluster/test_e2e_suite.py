@@ -1,0 +1,65 @@
+"""`make e2e` against this session's cluster, as a user runs it against theirs: a separate
+process given only the kubeconfig and the image references. It must pass, and leave the
+cluster's cluster-scoped objects (namespaces, CRDs, cluster RBAC, volumes) as it found them.
+The suite installs its own release in namespaces of its own; this runs before the session's
+release is installed (stage 2), so no other operator acts on its LiveStreams."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from haven_localcluster import toolchain
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cluster_scoped(api: kubernetes.client.ApiClient) -> dict[str, set[str]]:
+    core = kubernetes.client.CoreV1Api(api)
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    ext = kubernetes.client.ApiextensionsV1Api(api)
+    storage = kubernetes.client.StorageV1Api(api)
+    listed = {
+        "namespaces": core.list_namespace(),
+        "persistentvolumes": core.list_persistent_volume(),
+        "crds": ext.list_custom_resource_definition(),
+        "clusterroles": rbac.list_cluster_role(),
+        "clusterrolebindings": rbac.list_cluster_role_binding(),
+        "storageclasses": storage.list_storage_class(),
+    }
+    return {kind: {o.metadata.name for o in items.items} for kind, items in listed.items()}
+
+
+@pytest.mark.timeout(1800)
+def test_make_e2e_passes_against_the_clusters_kubeconfig_and_cleans_up(
+    cluster, images, api_client, pytestconfig
+):
+    before = cluster_scoped(api_client)
+    tools = toolchain.ensure(["kubectl", "helm"])
+    env = {
+        **os.environ,
+        "KUBECTL": str(tools["kubectl"]),
+        "HELM": str(tools["helm"]),
+        "HAVEN_OPERATOR_IMAGE": images["operator"].ref,
+        "HAVEN_RECORDER_IMAGE": images["recorder"].ref,
+        "HAVEN_LIVEKIT_IMAGE": images["livekit"].ref,
+        "HAVEN_TESTKIT_IMAGE": images["testkit"].ref,
+    }
+    env.pop("KUBECONFIG", None)  # the make variable below is all it gets
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "e2e", f"KUBECONFIG={cluster.kubeconfig}",
+         "E2E_ARGS=-v -rA"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1700,
+    )  # fmt: skip
+    terminal = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    summary = [line for line in proc.stdout.splitlines() if "PASSED" in line or "s call" in line]
+    if terminal is not None:
+        terminal.write_line("[e2e] " + "\n[e2e] ".join(summary[-20:]))
+    assert proc.returncode == 0, (proc.stdout[-12000:], proc.stderr[-4000:])
+    assert "3 passed" in proc.stdout.splitlines()[-1], proc.stdout[-3000:]
+    after = cluster_scoped(api_client)
+    assert after == before, {k: (before[k] ^ after[k]) for k in before if before[k] != after[k]}
