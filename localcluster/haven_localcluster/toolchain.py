@@ -28,6 +28,7 @@ LOCAL_PATH_PROVISIONER_VERSION = "v0.0.30"
 COREDNS_VERSION = "v1.14.7"
 VERSITYGW_VERSION = "v1.8.0"
 ACTIONLINT_VERSION = "v1.7.12"
+TRAEFIK_VERSION = "v3.6.12"  # see gobuild/traefik/go.mod for why not v3.7
 
 
 def _k8s_ldflags() -> str:
@@ -98,6 +99,14 @@ TOOLS: dict[str, Tool] = {
             VERSITYGW_VERSION,
             "versitygw",
             "github.com/versity/versitygw/cmd/versitygw",
+        ),
+        # The Ingress controller; built when the ingress tests or the demo first need it.
+        Tool(
+            "traefik",
+            TRAEFIK_VERSION,
+            "traefik",
+            "github.com/traefik/traefik/v3/cmd/traefik",
+            f"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version={TRAEFIK_VERSION}",
         ),
         # Checks .github/workflows in `make lint`; not needed by the cluster.
         Tool(
