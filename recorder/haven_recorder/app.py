@@ -34,6 +34,7 @@ from .config import Settings
 from .fanout import FanOut
 from .health import Health, contained
 from .manager import StreamManager
+from .prefix import ASGIApp, ViewerPrefix
 from .recording import (
     MAX_DURATION,
     MAX_GAP,
@@ -281,7 +282,7 @@ class PodServer:
     connection whose port is unknown never reaches the control API. The lifespan (the Pod's
     start and stop) is the control app's."""
 
-    def __init__(self, pod: Pod, viewer: FastAPI, control: FastAPI, control_port: int) -> None:
+    def __init__(self, pod: Pod, viewer: ASGIApp, control: FastAPI, control_port: int) -> None:
         self.pod, self.viewer, self.control = pod, viewer, control
         self.control_ports = {control_port}
 
@@ -315,7 +316,8 @@ def create_app(settings: Settings, control_port: int | None = None) -> PodServer
     _health_routes(viewer, pod)
     _control_routes(control, pod, settings)
     _viewer_routes(viewer, pod, settings)
-    return PodServer(pod, viewer, control, control_port or settings.control_port)
+    viewers = ViewerPrefix(viewer, settings.viewer_path)  # also under an Ingress's path
+    return PodServer(pod, viewers, control, control_port or settings.control_port)
 
 
 def _health_routes(app: FastAPI, pod: Pod) -> None:

@@ -57,6 +57,7 @@ class Settings:
     log_level: str
     log_format: str
     storage: StorageSettings | None = None  # object storage (upload.py): on with --s3-bucket
+    viewer_path: str = "/"  # viewers are also served under this prefix (prefix.py)
 
     def __repr__(self) -> str:
         fields = []
@@ -156,6 +157,11 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
         default=int(e("CONTROL_PORT", "8081")),
         help="control port: /status, /formats, /recordings (control token), /metrics, "
         "/healthz and /readyz",
+    )
+    p.add_argument(
+        "--viewer-path",
+        default=e("VIEWER_PATH", "/"),
+        help="also serve the viewer routes under this path prefix (an Ingress's path)",
     )
     p.add_argument("--log-level", default=e("LOG_LEVEL", "info"))
     p.add_argument("--log-format", choices=["json", "text"], default=e("LOG_FORMAT", "json"))
