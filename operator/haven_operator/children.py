@@ -132,6 +132,9 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
     if auth := viewer.get("auth"):  # the page and the WebSocket then need ?token=
         key = {"name": auth["secretRef"]["name"], "key": auth["secretRef"].get("key", "token")}
         env.append({"name": "HAVEN_VIEWER_TOKEN", "valueFrom": {"secretKeyRef": key}})
+    ingress_path = viewer.get("ingress", {}).get("path", "/")
+    if ingress_path.strip("/"):  # the pod serves viewers under it too: no rewrite needed
+        env.append({"name": "HAVEN_VIEWER_PATH", "value": ingress_path})
     if spec.get("videoTrack"):
         env.append({"name": "HAVEN_VIDEO_TRACK", "value": spec["videoTrack"]})
     source = spec["source"]
@@ -287,9 +290,7 @@ def ingress(body: dict, settings: Settings) -> dict[str, Any] | None:
         spec["ingressClassName"] = cfg["className"]
     if cfg.get("tlsSecretName"):
         spec["tls"] = [{"hosts": [cfg["host"]], "secretName": cfg["tlsSecretName"]}]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
-        "metadata": _meta(body, names(ls)["ingress"]),
-        "spec": spec,
-    }
+    meta = _meta(body, names(ls)["ingress"])
+    if cfg.get("annotations"):  # the controller's own settings, e.g. ingress-nginx's timeouts
+        meta["annotations"] = dict(cfg["annotations"])
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}

@@ -150,7 +150,7 @@ def livestream_status(
     viewer_ingress = spec.get("viewer", {}).get("ingress")
     if viewer_ingress:
         scheme = "https" if viewer_ingress.get("tlsSecretName") else "http"
-        path = viewer_ingress.get("path", "/")
+        path = viewer_ingress.get("path", "/").rstrip("/") + "/"  # the page finds "stream" from it
         status["viewerURL"] = f"{scheme}://{viewer_ingress['host']}{path}"
     if pod_status:
         status["participant"] = pod_status.get("participant")
