@@ -63,6 +63,8 @@ def _restricted(image: str, pull_policy: str) -> dict:
 
 
 def _deployment(name: str, labels: dict, container: dict) -> dict:
+    """Without Service links: a Service `livekit` would set LIVEKIT_PORT=tcp://..., which
+    livekit-server reads as its --port."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -72,7 +74,7 @@ def _deployment(name: str, labels: dict, container: dict) -> dict:
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {**labels, "app": name}},
-                "spec": {"containers": [{"name": name, **container}]},
+                "spec": {"enableServiceLinks": False, "containers": [{"name": name, **container}]},
             },
         },
     }
@@ -166,7 +168,7 @@ def publisher(images: Images, labels: dict, infra: Infra, room: str) -> dict:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": {**labels, "app": "publisher"}},
-        "spec": {"containers": [{"name": "publisher", **container}]},
+        "spec": {"enableServiceLinks": False, "containers": [{"name": "publisher", **container}]},
     }
 
 
