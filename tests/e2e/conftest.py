@@ -207,11 +207,12 @@ def stack(
         target.helm("test", release, "--namespace", namespace, "--logs", "--timeout=300s")
         for name in (infra.LIVEKIT, infra.PUMPFUN):
             target.kubectl(
-                "rollout", "status", "-n", namespace, f"deployment/{name}", "--timeout=300s"
-            )
+                "rollout", "status", "-n", namespace, f"deployment/{name}", "--timeout=300s",
+                timeout=330,
+            )  # fmt: skip
         target.kubectl(
             "wait", "-n", namespace, f"pod/publisher-{ROOM}", "--for=condition=Ready",
-            "--timeout=300s",
+            "--timeout=300s", timeout=330,
         )  # fmt: skip
         ready = True
         yield Stack(lk, release, ROOM, mint, storage_class)
