@@ -124,6 +124,8 @@ def _env(body: dict, settings: Settings) -> list[dict[str, Any]]:
         {"name": "HAVEN_MAX_WIDTH", "value": str(viewer.get("maxWidth", 1280))},
         {"name": "HAVEN_JPEG_QUALITY", "value": str(viewer.get("jpegQuality", 75))},
         {"name": "HAVEN_AUDIO", "value": str(viewer.get("audio", True)).lower()},
+        {"name": "HAVEN_HLS", "value": str(viewer.get("hls", False)).lower()},
+        {"name": "HAVEN_HLS_DIR", "value": "/tmp/hls"},  # the tmp emptyDir: a few MB
         {
             "name": "HAVEN_CONTROL_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": names(ls)["secret"], "key": "token"}},

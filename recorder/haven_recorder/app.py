@@ -25,11 +25,11 @@ from importlib import resources
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import deletion, files, wsprotocol
+from . import deletion, files, hls, wsprotocol
 from .config import Settings
 from .fanout import FanOut
 from .health import Health, contained
@@ -173,6 +173,7 @@ class Pod:
             audio=settings.audio,
             audio_channels=settings.audio_channels,
             status=self.status_message,
+            hls_dir=settings.hls_dir if settings.hls else None,
         )
         self.recordings = Recordings(
             settings.recordings_dir,
@@ -193,6 +194,7 @@ class Pod:
             "source": self.manager.source.describe(),
             "viewers": len(self.hub.viewers),
             "maxViewers": self.hub.max_viewers,
+            "videoMode": self.hub.video.status(),
             "activeRecordings": sorted(n for n, r in self.recordings.items.items() if r.active),
             "handlers": {
                 s.name: {"delivered": s.delivered, "dropped": s.dropped, "queued": len(s.queue)}
@@ -423,10 +425,28 @@ def _viewer_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
             raise HTTPException(401, "a valid viewer token is required (?token=...)")
         return HTMLResponse(resources.files(__package__).joinpath("static/viewer.html").read_text())
 
+    @app.get("/hls.min.js", include_in_schema=False)
+    async def hls_js() -> Response:
+        script = resources.files(__package__).joinpath("static/hls.min.js")
+        if not script.is_file():
+            raise HTTPException(404, "hls.js is not vendored in this build (make vendor)")
+        data = await asyncio.to_thread(script.read_bytes)
+        return Response(data, media_type="text/javascript")
+
+    @app.get("/hls/{name}", include_in_schema=False)
+    async def hls_file(name: str, token: str | None = None) -> Response:
+        if settings.viewer_token and not _token_matches(token, settings.viewer_token):
+            raise HTTPException(401, "a valid viewer token is required (?token=...)")
+        found = await asyncio.to_thread(hls.read, pod.hub.hls, name)
+        if found is None:
+            raise HTTPException(404, "no such HLS file (is HLS on? --hls, spec.viewer.hls)")
+        data, media_type = found
+        return Response(data, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
     @app.websocket("/stream")
     async def stream(
         ws: WebSocket,
-        mode: Literal["json", "binary"] = Query("json"),
+        mode: Literal["json", "binary", "video"] = Query("json"),
         token: str | None = None,
     ) -> None:
         if settings.viewer_token and not _token_matches(token, settings.viewer_token):
@@ -443,7 +463,8 @@ def _viewer_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
                 reason=f"too many viewers (maxViewers {hub.max_viewers}); try again later",
             )
             return
-        viewer = hub.add(mode == "binary", ws.scope.get("extensions", {}).get(wsprotocol.EXTENSION))
+        send_frame = ws.scope.get("extensions", {}).get(wsprotocol.EXTENSION)
+        viewer = hub.add(mode != "json", send_frame, video=mode == "video")
 
         async def send() -> None:
             while True:

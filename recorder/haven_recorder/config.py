@@ -57,6 +57,8 @@ class Settings:
     log_level: str
     log_format: str
     storage: StorageSettings | None = None  # object storage (upload.py): on with --s3-bucket
+    hls: bool = False  # HLS on the viewer port (hls.py)
+    hls_dir: Path = Path("/tmp/haven-hls")
     viewer_path: str = "/"  # viewers are also served under this prefix (prefix.py)
 
     def __repr__(self) -> str:
@@ -162,6 +164,19 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
         "--viewer-path",
         default=e("VIEWER_PATH", "/"),
         help="also serve the viewer routes under this path prefix (an Ingress's path)",
+    )
+    p.add_argument(
+        "--hls",
+        type=_bool,
+        default=_bool(e("HLS", "false")),
+        help="serve HLS (fMP4, 1 s segments) at /hls/index.m3u8 on the viewer port; the shared "
+        "viewer encoder then runs all the time",
+    )
+    p.add_argument(
+        "--hls-dir",
+        type=Path,
+        default=Path(e("HLS_DIR", "/tmp/haven-hls")),
+        help="where the HLS segments go (emptied at start; a few MB)",
     )
     p.add_argument("--log-level", default=e("LOG_LEVEL", "info"))
     p.add_argument("--log-format", choices=["json", "text"], default=e("LOG_FORMAT", "json"))

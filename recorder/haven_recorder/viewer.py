@@ -14,6 +14,7 @@ Messages (JSON text, compatible with the old frontend):
      "channels": c, "timestamp": s}
     {"type": "status", "state": ..., "viewers": n, ...}
 Binary mode (`?mode=binary`) sends media as binary messages instead, see `binary_message`.
+Video mode (`?mode=video`) sends H.264 and Opus from one shared encoder, see videohub.py.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import av
 import simplejpeg
 
-from . import metrics, wsprotocol
+from . import hls, metrics, wsprotocol
 from .fanout import DropOldestQueue, FanOut, Subscription
 from .frames import AudioFrame, VideoFrame, remix
 from .health import contained
+from .videohub import KEYFRAME_SECONDS, VideoHub, VideoViewer
 
 log = logging.getLogger("haven.viewer")
 
@@ -130,6 +133,7 @@ class ViewerHub:
         audio: bool = True,
         audio_channels: int = 1,
         status: Callable[[], str] | None = None,
+        hls_dir: Path | None = None,
     ) -> None:
         self.fanout = fanout
         self.status = status  # the JSON status message, sent on joins, leaves and state changes
@@ -139,7 +143,25 @@ class ViewerHub:
         self.jpeg_quality = jpeg_quality
         self.audio = audio
         self.audio_channels = audio_channels  # what viewers get, whatever the source sends
-        self.viewers: set[Viewer] = set()
+        self.viewers: set[Viewer | VideoViewer] = set()
+        self.video = VideoHub(  # mode=video; always encoding when HLS is on
+            fanout,
+            max_fps=max_fps,
+            max_width=max_width,
+            audio=audio,
+            audio_channels=audio_channels,
+            always=hls_dir is not None,
+            # HLS: a keyframe on the first picture at least a second on (segments of 1 s and a
+            # picture more); else on the last picture before 2 s
+            keyframe_seconds=hls.KEYFRAME_SECONDS + 1 / max_fps if hls_dir else KEYFRAME_SECONDS,
+        )
+        self.hls = (
+            None
+            if hls_dir is None
+            else hls.HlsWriter(hls_dir, audio=audio, channels=audio_channels)
+        )
+        if self.hls is not None:
+            self.video.sinks.append(self.hls.offer)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jpeg")
         self._tasks: list[asyncio.Task] = []
         self._subs: list[Subscription] = []  # the loops' fan-out subscriptions
@@ -149,41 +171,57 @@ class ViewerHub:
         self._tasks.append(asyncio.create_task(self._video_loop(), name="viewer-video"))
         if self.audio:
             self._tasks.append(asyncio.create_task(self._audio_loop(), name="viewer-audio"))
-        return list(self._tasks)
+        if self.hls is not None:
+            self.hls.start()
+        return list(self._tasks) + self.video.start()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await self.video.stop()
+        if self.hls is not None:
+            await asyncio.to_thread(self.hls.stop)
 
-    def add(self, binary: bool, send_frame: Callable[[bytes], bool] | None = None) -> Viewer:
-        viewer = Viewer(binary, send_frame)
+    def add(
+        self, binary: bool, send_frame: Callable[[bytes], bool] | None = None, video: bool = False
+    ) -> Viewer | VideoViewer:
+        viewer = self.video.add(send_frame) if video else Viewer(binary, send_frame)
         self.viewers.add(viewer)
         self._viewers_changed()
         return viewer
 
-    def remove(self, viewer: Viewer) -> None:
+    def remove(self, viewer: Viewer | VideoViewer) -> None:
         self.viewers.discard(viewer)
+        if isinstance(viewer, VideoViewer):
+            self.video.remove(viewer)
         viewer.queue.close()
         self._viewers_changed()
 
+    @property
+    def jpeg_viewers(self) -> list[Viewer]:
+        return [v for v in self.viewers if isinstance(v, Viewer)]
+
     def _viewers_changed(self) -> None:
         metrics.VIEWERS.set(len(self.viewers))
-        for sub in self._subs:  # the stream is wanted while someone watches
-            sub.set_active(bool(self.viewers))
+        wanted = bool(self.jpeg_viewers)
+        for sub in self._subs:  # the JPEG/PCM loops want the stream while they have a viewer
+            sub.set_active(wanted)
         if self.status:
             self.broadcast(self.status())
 
     def _subscribe(self, name: str, maxsize: int, *, video: bool) -> Subscription:
         sub = self.fanout.subscribe(
-            name, maxsize=maxsize, video=video, audio=not video, active=bool(self.viewers)
+            name, maxsize=maxsize, video=video, audio=not video, active=bool(self.jpeg_viewers)
         )
         self._subs.append(sub)
         return sub
 
     def broadcast(self, message: Message | str) -> None:
-        for viewer in list(self.viewers):
+        """A media message to the JPEG/PCM viewers; a status (text) to every viewer."""
+        viewers = self.jpeg_viewers if isinstance(message, Message) else list(self.viewers)
+        for viewer in viewers:
             try:
                 viewer.offer(message)
             except Exception as exc:  # one viewer's failure is not the others'
@@ -197,7 +235,7 @@ class ViewerHub:
         next_due = 0.0
         try:
             async for frame in sub:
-                if not self.viewers or frame.pts < next_due:
+                if not self.jpeg_viewers or frame.pts < next_due:
                     continue
                 next_due = max(next_due + interval, frame.pts + interval / 2)
                 try:
@@ -239,7 +277,7 @@ class ViewerHub:
         channels = self.audio_channels
         try:
             async for frame in sub:
-                if not self.viewers:
+                if not self.jpeg_viewers:
                     chunks.clear()
                     continue
                 if chunks and frame.sample_rate != chunks[0].sample_rate:
