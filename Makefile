@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup debs toolchain images test lint format demo up down status clean e2e
+.PHONY: setup debs vendor toolchain images test lint format demo up down status clean e2e
 
-setup: debs $(STAMP) toolchain images
+setup: debs $(STAMP) vendor toolchain images
 
 debs:
 	@hack/debian-packages.sh
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip==25.3
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
+
+# hls.js for the viewer page, pinned by web/package-lock.json (npm ci), copied into the
+# recorder package; the recorder image build runs the same (images.py)
+vendor: $(STAMP)
+	$(BIN)/python -m haven_localcluster.vendor
 
 toolchain: $(STAMP)
 	$(BIN)/haven-localcluster build

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import toolchain
+from . import toolchain, vendor
 
 ROOT = Path(__file__).resolve().parents[2]
 PAUSE_DIR = ROOT / "localcluster" / "gobuild" / "pause"
@@ -284,6 +284,8 @@ def ensure_images(names: Iterable[str] = ALL) -> dict[str, Image]:
     if "testkit" in names:
         names.add("recorder")  # its base
     needs_base = bool({"recorder", "operator"} & names)
+    if "recorder" in names:
+        vendor.ensure()  # the viewer page's hls.js goes into the image with the package
     wanted = [n for n in (*ALL, *OPTIONAL) if n in names or (n == "base" and needs_base)]
     images_dir().mkdir(parents=True, exist_ok=True)
     log = images_dir() / "build.log"
