@@ -76,6 +76,19 @@ class OpenUpload(BaseModel):
     uploadId: str = Field(min_length=1, max_length=1024)
 
 
+class UploadedFile(BaseModel):
+    """A file of the recording already complete in object storage (status.files[], uploaded)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    path: str = Field(min_length=1, max_length=300)
+    url: str = Field(pattern=r"^s3://[^/]+/.+", max_length=1100)
+    sizeBytes: int = Field(0, ge=0)
+    durationSeconds: float = Field(0.0, ge=0)
+    startedAt: str | None = Field(None, max_length=64)
+    endedAt: str | None = Field(None, max_length=64)
+
+
 class RecordingRequest(BaseModel):
     # Numbers must be finite (no Infinity/NaN) and in range, or the answer is 422.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -107,6 +120,18 @@ class RecordingRequest(BaseModel):
         max_length=MAX_RESUME_UPLOADS,
         description="uploads a lost pod left open (status.objectStorage.openUploads): a new "
         "recording completes them from what the server holds; ignored if it exists",
+    )
+    uploadedFiles: list[UploadedFile] = Field(
+        [],
+        max_length=MAX_RESUME_UPLOADS,
+        description="files a lost pod had already uploaded (status.files, uploaded): a new "
+        "recording lists them as they are, and numbers its own parts after them; ignored if "
+        "it exists",
+    )
+    stopped: bool = Field(
+        False,
+        description="the recording is over: a new one records nothing, it only completes "
+        "resumeUploads (which it then needs) and lists uploadedFiles",
     )
 
     def spec(self) -> RecordingSpec:
@@ -374,7 +399,8 @@ def _control_routes(app: FastAPI, pod: Pod, settings: Settings) -> None:
     async def start_recording(body: RecordingRequest) -> JSONResponse:
         try:
             resume = [u.model_dump() for u in body.resumeUploads]
-            rec, created = pod.recordings.start(body.spec(), resume)
+            resume += [{**f.model_dump(), "uploaded": True} for f in body.uploadedFiles]
+            rec, created = pod.recordings.start(body.spec(), resume, stopped=body.stopped)
         except SpecConflict as exc:
             raise HTTPException(409, str(exc)) from exc
         except TooManyRecordings as exc:

@@ -704,10 +704,15 @@ class Recordings:
                 self.uploads.attach(rec)  # carries on where the last pod's upload was
         return resumed
 
-    def start(self, spec: RecordingSpec, resume: list[dict] = ()) -> tuple[Recording, bool]:
+    def start(
+        self, spec: RecordingSpec, resume: list[dict] = (), stopped: bool = False
+    ) -> tuple[Recording, bool]:
         """Start `spec`; a repeat of the same spec is a no-op. Returns (recording, created).
-        `resume`: uploads another pod left open ({path, key, uploadId}); a new recording takes
-        them as its first parts and completes them from what the server holds."""
+        `resume`: what another pod left in object storage: uploads open ({path, key, uploadId})
+        and files complete ({path, url, uploaded: true, ...}); a new recording takes them as
+        its first parts (upload.Uploads.adopt) and completes the open ones from what the server
+        holds. `stopped`: the recording is over (its node was lost after it was asked to stop,
+        or after it ended): it records nothing, only completes the open uploads."""
         spec.validate()
         existing = self.items.get(spec.name)
         if existing is not None:
@@ -727,10 +732,17 @@ class Recordings:
             rest = entry["path"].removeprefix(f"{spec.name}/")
             if rest == entry["path"] or "/" in rest or rest.startswith("."):
                 raise SpecError(f"resumeUploads: {entry['path']!r} is not a part of {spec.name}")
+        if stopped and (self.uploads is None or not any("uploadId" in e for e in resume)):
+            raise SpecError("stopped: only to complete resumeUploads, with object storage")
         if resume and self.uploads is not None:
-            rec.progress.parts.extend(self.uploads.orphans(list(resume), _now()))
+            rec.progress.parts.extend(self.uploads.adopt(list(resume), _now()))
         self.items[spec.name] = rec
-        rec.start()
+        if stopped:  # over: its state says so on this volume too, then the uploads go on
+            rec.progress.state, rec.progress.reason = RecordingState.COMPLETED, "Stopped"
+            rec.progress.stoppedAt = _now()
+            rec._persist_later()
+        else:
+            rec.start()
         if self.uploads is not None:
             self.uploads.attach(rec)
         return rec, True

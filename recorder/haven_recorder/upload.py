@@ -54,6 +54,7 @@ class _Gone(Exception):
 log = logging.getLogger("haven.upload")
 
 MIN_CHUNK_BYTES = 5 << 20  # S3's smallest part but the last
+MAX_CHUNK_BYTES = 256 << 20  # two chunks are in memory at once (MAX_CONCURRENT_CHUNKS)
 DEFAULT_CHUNK_BYTES = 8 << 20
 MAX_PARTS = 10_000  # S3's most parts per upload: with 8 MiB chunks, 78 GiB per part file
 MAX_CONCURRENT_CHUNKS = 2  # chunks in memory and on the wire at once, for the whole pod
@@ -183,7 +184,7 @@ def add_storage_arguments(p: argparse.ArgumentParser, env: Mapping[str, str]) ->
         "--upload-chunk-bytes",
         type=int,
         default=int(e("UPLOAD_CHUNK_BYTES", str(DEFAULT_CHUNK_BYTES))),
-        help="a growing part goes up in chunks of this size (at least 5 MiB)",
+        help="a growing part goes up in chunks of this size (5 MiB to 256 MiB)",
     )
     g.add_argument(
         "--upload-retry-max-seconds",
@@ -208,8 +209,11 @@ def storage_from_args(
         delattr(a, name)
     if not values["s3_bucket"]:
         return None
-    if values["upload_chunk_bytes"] < MIN_CHUNK_BYTES:
-        error(f"--upload-chunk-bytes must be at least {MIN_CHUNK_BYTES} (S3's part minimum)")
+    if not MIN_CHUNK_BYTES <= values["upload_chunk_bytes"] <= MAX_CHUNK_BYTES:
+        error(
+            f"--upload-chunk-bytes must be between {MIN_CHUNK_BYTES} (S3's part minimum) and "
+            f"{MAX_CHUNK_BYTES} (held in memory)"
+        )
     if not values["upload_retry_max_seconds"] > 0:
         error("--upload-retry-max-seconds must be > 0")
     region = values["s3_region"]
@@ -297,28 +301,43 @@ class Uploads:
     def create(cls, settings: StorageSettings | None) -> Uploads | None:
         return cls(settings) if settings is not None else None
 
-    def orphans(self, entries: list[dict], now: str) -> list[PartInfo]:
-        """Parts for uploads another pod left open (the Recording's status.objectStorage
-        .openUploads, passed back by the operator): no local file; each is completed from the
-        chunks the server holds."""
+    def adopt(self, entries: list[dict], now: str) -> list[PartInfo]:
+        """Parts another pod left in object storage, as the operator passes them back from the
+        Recording's status: files complete ({path, url, uploaded: true, sizeBytes, ...}), listed
+        as they are (so they stay in status and no new part takes their number), and uploads
+        left open ({path, key, uploadId}: status.objectStorage.openUploads), each completed from
+        the chunks the server holds. None has a local file. One part per path (a complete file
+        wins over an open upload of the same path), in the order of their names."""
         from .recording import PartInfo
 
-        return [
-            PartInfo(
-                path=e["path"],
-                endedAt=now,
-                url=self.settings.url(e["key"]),
-                uploaded=False,
-                upload={
-                    "uploadId": e["uploadId"],
-                    "key": e["key"],
-                    "chunkBytes": self.settings.chunk_bytes,
-                    "chunks": [],
-                    "orphan": True,
-                },
-            )
-            for e in {e["path"]: e for e in entries}.values()  # one per path
-        ]
+        parts: dict[str, PartInfo] = {}
+        for e in entries:
+            if e.get("uploaded"):
+                parts[e["path"]] = PartInfo(
+                    path=e["path"],
+                    sizeBytes=e.get("sizeBytes") or 0,
+                    durationSeconds=e.get("durationSeconds") or 0.0,
+                    startedAt=e.get("startedAt"),
+                    endedAt=e.get("endedAt") or now,
+                    url=e["url"],
+                    uploaded=True,
+                    upload={"uploadId": None, "chunks": [], "adopted": True, "localMissing": True},
+                )
+            elif e["path"] not in parts:
+                parts[e["path"]] = PartInfo(
+                    path=e["path"],
+                    endedAt=now,
+                    url=self.settings.url(e["key"]),
+                    uploaded=False,
+                    upload={
+                        "uploadId": e["uploadId"],
+                        "key": e["key"],
+                        "chunkBytes": self.settings.chunk_bytes,
+                        "chunks": [],
+                        "orphan": True,
+                    },
+                )
+        return sorted(parts.values(), key=lambda p: p.path)  # partNNN in order
 
     def key(self, part_path: str) -> str:
         return f"{self.settings.prefix}{part_path}"
@@ -367,6 +386,10 @@ class RecordingUpload:
         """What the recording's state says about its upload (the operator's `Uploaded`)."""
         parts = self.rec.progress.parts
         done = all(p.uploaded for p in parts) and self._over()
+        # Parts joined into one file keep their open uploads listed until the joined file is
+        # up (_retire_joined): if the volume is lost before, those chunks are all that is left.
+        listed = {p.path for p in parts}
+        joined = [p for path, p in self._seen.items() if path not in listed]
         reason = "Uploaded" if done else self.reason
         return {
             "uploaded": done,
@@ -381,7 +404,7 @@ class RecordingUpload:
                 ),
                 "failures": self.failures,
                 "deleteLocalAfterUpload": self.settings.delete_local_after_upload,
-                "openUploads": open_uploads(parts, self.uploads.key),
+                "openUploads": open_uploads([*parts, *joined], self.uploads.key),
             },
         }
 

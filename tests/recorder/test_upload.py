@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ from haven_recorder.config import parse
 from haven_recorder.upload import MIN_CHUNK_BYTES
 
 from .conftest import livekit_args
+from .test_recording_limits import small_disk  # noqa: F401 (a fixture)
 
 CHUNK = MIN_CHUNK_BYTES  # the smallest S3 allows: a few seconds of 720p H.264 at high quality
 RECORDING = {"format": "h264", "quality": "high", "audio": False}  # the noise has no sound
@@ -247,12 +249,72 @@ async def test_a_pod_on_another_node_completes_the_lost_pods_upload(
     obj.write_bytes(data)
     report = analyze(obj)
     assert report.video_codec == "h264" and report.video_frames > 0, report
-    assert rec["parts"][1]["path"] != lost["path"], rec  # the recording goes on in a new part
-    again.stop_recording("xnode")
-    final = await wait_for(again, "xnode", lambda r: r.get("uploaded"), 180, "uploaded")
-    assert any(p["path"] == lost["path"] and p["uploaded"] for p in final["parts"]), final
+    second = rec["parts"][1]["path"]
+    assert second != lost["path"], rec  # the recording goes on in a new part
+
+    # Lost again, once a chunk of the second part is up: the next pod is handed the file that
+    # is complete (status.files) and the open upload. It lists the first as it is, completes
+    # the second, and numbers its own part after both: no object is written twice.
+    def second_open(r: dict) -> bool:
+        entry = next((u for u in r["upload"]["openUploads"] if u["path"] == second), None)
+        return bool(entry) and growing_chunks_up({"parts": r["parts"][1:2]}) >= 1
+
+    up = await wait_for(again, "xnode", second_open, 120, f"a chunk of {second} up")
+    again.kill()
+    uploaded = [
+        {k: p[k] for k in ("path", "url", "sizeBytes", "durationSeconds", "startedAt", "endedAt")}
+        for p in up["parts"]
+        if p["uploaded"]
+    ]
+    assert [f["path"] for f in uploaded] == [lost["path"]], up
+    third = stream_pod(*args, recordings=tmp_path / "node-c")  # empty too
+    third.wait_state("live")
+    started = third.start_recording(
+        name="xnode", **RECORDING, resumeUploads=up["upload"]["openUploads"], uploadedFiles=uploaded
+    )
+    assert [p["path"] for p in started["parts"][:2]] == [lost["path"], second], started
+    assert started["parts"][0]["uploaded"] and started["parts"][0]["sizeBytes"] == len(data)
+
+    def all_three(r: dict) -> bool:
+        return len(r["parts"]) >= 3 and all(p["uploaded"] for p in r["parts"][:2])
+
+    rec = await wait_for(third, "xnode", all_three, 180, f"{second} completed, a third part")
+    assert rec["parts"][2]["path"] not in (lost["path"], second), rec
+    third.stop_recording("xnode")
+    final = await wait_for(third, "xnode", lambda r: r.get("uploaded"), 180, "uploaded")
+    paths = [p["path"] for p in final["parts"]]
+    assert lost["path"] in paths and second in paths, final  # still listed, still up
+    assert await fetch(s3_server, bucket, lost["key"]) == data  # never written over
     # The same open upload handed over again (the status not yet updated) changes nothing.
-    assert again.start_recording(name="xnode", **RECORDING, resumeUploads=open_uploads)["uploaded"]
+    assert third.start_recording(name="xnode", **RECORDING, resumeUploads=open_uploads)["uploaded"]
+
+
+async def test_a_full_disk_loses_nothing_that_was_written(
+    livekit_server,
+    noise_room,
+    stream_pod,
+    s3_server,
+    tmp_path,
+    small_disk,  # noqa: F811 (the fixture imported above)
+):
+    """The volume fills mid-recording: the recording fails (DiskFull), its part is cut back to
+    whole fragments, and that file still goes up whole, equal to the local file byte for byte
+    (a chunk that went up while it grew and was cut since goes up again)."""
+    bucket = s3_server.bucket(f"full-{uuid.uuid4().hex[:8]}")
+    args = [*livekit_args(livekit_server, noise_room), *storage_args(s3_server, bucket, tmp_path)]
+    pod = stream_pod(*args, recordings=small_disk)
+    pod.wait_state("live")
+    pod.start_recording(name="fills", **RECORDING)
+    await wait_for(pod, "fills", lambda r: r["durationSeconds"] >= 3, 60, "3 s recorded")
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - 200_000))
+    failed = await wait_for(pod, "fills", lambda r: r["state"] == "failed", 60, "failed")
+    assert failed["reason"] == "DiskFull", failed
+    final = await wait_for(pod, "fills", lambda r: r.get("uploaded"), 120, "uploaded")
+    assert final["parts"] and all(p["sizeBytes"] > 0 for p in final["parts"]), final
+    await assert_all_uploaded(s3_server, bucket, small_disk, final)
+    report = analyze(small_disk / final["parts"][0]["path"])
+    assert report.error is None and report.video_frames > 0, report.error
 
 
 def test_storage_flags_need_keys_and_never_show_the_secret():
