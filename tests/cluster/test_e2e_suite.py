@@ -40,8 +40,9 @@ def test_make_e2e_passes_against_the_clusters_kubeconfig_and_cleans_up(
 ):
     before = cluster_scoped(api_client)
     tools = toolchain.ensure(["kubectl", "helm"])
+    # Nothing of the harness's settings (state or cache directories): only what a user passes.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("HAVEN_")},
         "KUBECTL": str(tools["kubectl"]),
         "HELM": str(tools["helm"]),
         "HAVEN_OPERATOR_IMAGE": images["operator"].ref,
