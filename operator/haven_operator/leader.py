@@ -62,10 +62,12 @@ MISSING = Record(None, None, None, exists=False)
 
 @dataclass(frozen=True)
 class Observed:
-    """The last record seen and when it was first seen so, on this candidate's clock."""
+    """The last record seen and when it was first seen so, on this candidate's clock.
+    `initial`: it was already so at this candidate's first look (it just started)."""
 
     record: Record
     since: float
+    initial: bool = False
 
 
 class Action(Enum):
@@ -78,12 +80,20 @@ def observe(previous: Observed | None, record: Record, now: float) -> Observed:
     """A record that changed restarts the clock; an unchanged one keeps its first sighting."""
     if previous is not None and previous.record == record:
         return previous
-    return Observed(record, now)
+    return Observed(record, now, initial=previous is None)
 
 
 def decide(
-    identity: str, seen: Observed, now: float, default_duration: float, leading: bool = False
+    identity: str,
+    seen: Observed,
+    now: float,
+    default_duration: float,
+    leading: bool = False,
+    margin: float = 0.0,
 ) -> Action:
+    """`margin`: how much longer a candidate that just started waits for a record it found
+    unchanged: a standby sees a renewal up to a retry period late, so the replica of a leader
+    that crashed and restarted at once would otherwise win the race to its own Lease."""
     record = seen.record
     if not record.exists:  # deleted: the leader makes it again at once, a standby after a wait
         if leading or now - seen.since >= default_duration:
@@ -93,7 +103,8 @@ def decide(
         return Action.RENEW
     if not record.holder:
         return Action.ACQUIRE
-    if now - seen.since >= (record.duration or default_duration):
+    extra = margin if seen.initial else 0.0
+    if now - seen.since >= (record.duration or default_duration) + extra:
         return Action.ACQUIRE  # the holder stopped renewing a lease duration ago
     return Action.WAIT
 
@@ -166,7 +177,9 @@ class LeaseElector:
             self._transitions = record.transitions
         now = time.monotonic()
         self.seen = observe(self.seen, record, now)
-        action = decide(self.identity, self.seen, now, self.duration, self.leading)
+        action = decide(
+            self.identity, self.seen, now, self.duration, self.leading, margin=self.retry * 1.5
+        )
         if action is Action.WAIT:
             self.leading = False
             if lease is None:

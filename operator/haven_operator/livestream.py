@@ -15,13 +15,13 @@ from . import conditions, indices, metrics, upload
 from .backoff import jittered
 from .children import GROUP, LABEL, VERSION, names
 from .conditions import Condition
-from .podclient import PodRejected, PodUnreachable
 from .pods import client_for, current_pod, pod_ready
 from .reconciler import Outcome, child_fingerprint, reconcile, secret_unchanged
 from .rollout import Gate, in_flight
 from .schedule import Schedule
 from .settings import Settings
-from .status import Observed, changes, livestream_status
+from .status import COUNTERS, Observed, changes, livestream_status
+from .statusstream import StatusStream
 
 PLURAL = "livestreams"
 FINAL = ("Completed", "Failed")  # Recording phases that are over
@@ -40,6 +40,17 @@ class Loop:
         self.written: dict[str, Any] = {}
         self.counters_at = 0.0
         self.event = asyncio.Event()
+        self.stream: StatusStream | None = None  # the pod's state, while it is ready
+        self.stream_key: tuple[str, str, str] | None = None  # (pod uid, URL, token) it follows
+
+    async def follow(self, key: tuple[str, str, str] | None, make) -> StatusStream | None:
+        """Follow the pod `key` names (a new stream when it changed), or nothing (None)."""
+        if key == self.stream_key:
+            return self.stream
+        if self.stream is not None:
+            await self.stream.stop()
+        self.stream, self.stream_key = (make().start(), key) if key is not None else (None, None)
+        return self.stream
 
     def wake(self) -> None:
         """Reconcile now."""
@@ -80,28 +91,43 @@ def wake(memo: kopf.Memo, namespace: str, name: str, forget_token: bool = False)
         loop.wake()
 
 
-async def observe(body: dict, memo: kopf.Memo, pods: kopf.Index, claims: kopf.Index) -> Observed:
-    """The claim and the pod from the watches; the pod's own report from the pod (I/O only
-    for that and, once, the control token; status.py decides)."""
+async def observe(
+    body: dict, memo: kopf.Memo, loop: Loop, pods: kopf.Index, claims: kopf.Index
+) -> Observed:
+    """The claim and the pod from the watches; the pod's own report from its status stream
+    (statusstream.py: one connection, answered on a change). I/O only for the control token,
+    once; status.py decides."""
     kube, settings = memo.kube, memo.settings
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     claim_phase = indices.claim_phase(claims, namespace, names(name)["claim"])
     pod = current_pod(indices.pods_of(pods, namespace, name))
     if body["spec"].get("suspend") or pod is None or not pod_ready(pod):
+        await loop.follow(None, None)
         return Observed(claim_phase, pod, None)
     client = await asyncio.to_thread(client_for, kube, settings, namespace, name, pod, memo.tokens)
     if client is None:
+        await loop.follow(None, None)
         return Observed(claim_phase, pod, None)
-    try:
-        return Observed(claim_phase, pod, await client.status())
-    except PodUnreachable as exc:
-        error = Condition("SourceConnected", None, "PodUnreachable", str(exc)[:300])
-    except PodRejected as exc:
-        if exc.status in (401, 403):  # the Secret changed: read it again, roll the pod to it
-            wake(memo, namespace, name, forget_token=True)
-        error = Condition("SourceConnected", None, "PodRejected", str(exc)[:300])
-    return Observed(claim_phase, pod, None, error)
+    headers = dict(client._headers)  # the operator's own client
+    token = headers.get("Authorization", "")
+
+    def rejected() -> None:
+        wake(memo, namespace, name, forget_token=True)  # and the pod rolls to a new Secret
+
+    stream = await loop.follow(
+        (pod.uid, client.base_url, token),
+        lambda: StatusStream(client.base_url, headers, loop.poke, rejected,
+                             slow=settings.status_interval),
+    )  # fmt: skip
+    assert stream is not None
+    await stream.first(5.0)  # a new pod: its first answer, not a transient Unknown
+    if stream.latest is not None:
+        return Observed(claim_phase, pod, stream.latest)
+    if stream.error is None:
+        return Observed(claim_phase, pod, None)
+    reason, message = stream.error
+    return Observed(claim_phase, pod, None, Condition("SourceConnected", None, reason, message))
 
 
 def _announce(body: dict, before: Outcome | None, after: Outcome) -> None:
@@ -181,20 +207,22 @@ async def control_loop(
                 if not outcome.ok:
                     logger.warning("reconcile: %s: %s", outcome.reason, outcome.message)
                 loop.outcome = outcome
-            # The pod's own state is asked for every status interval while it is ready; the
-            # rest comes from the watches, which poke the loop when a pod or the claim moves.
+            # Everything pokes the loop: the watches when a pod or the claim moves, the pod's
+            # status stream when its state does. It wakes by itself only to write counters
+            # that are due (at most every 30 s) or for the schedule.
             interval = IDLE
             try:
-                seen = await observe(raw, memo, stream_pods, stream_claims)
-                await _write_status(raw, loop, memo, seen, endpoint, logger)
-                if seen.pod is not None and seen.pod.ready and not raw["spec"].get("suspend"):
-                    interval = jittered(settings.status_interval, spread=0.1)
+                seen = await observe(raw, memo, loop, stream_pods, stream_claims)
+                counters_left = await _write_status(raw, loop, memo, seen, endpoint, logger)
+                if counters_left is not None:
+                    interval = counters_left
             except Exception as exc:  # the next pass tries again
                 logger.warning("status: %r", exc)
                 metrics.ERRORS.labels(kind="LiveStream").inc()
                 interval = settings.status_interval
             await loop.sleep(loop.schedule.wait(time.monotonic(), interval))
     finally:
+        await loop.follow(None, None)
         if _loops(memo).get(key) is loop:
             del _loops(memo)[key]
         if (gate := _gate(memo)) is not None:
@@ -203,7 +231,9 @@ async def control_loop(
 
 async def _write_status(
     raw: dict, loop: Loop, memo: kopf.Memo, seen: Observed, endpoint: str, logger: kopf.Logger
-) -> None:
+) -> float | None:
+    """Write what changed. Returns the seconds until counters that changed (viewers, ...)
+    but were not written are due, or None when none is waiting."""
     current = {**(raw.get("status") or {}), **loop.written}
     view = {**raw, "status": current}
     reconciled = loop.outcome.condition if loop.outcome else None
@@ -222,7 +252,9 @@ async def _write_status(
     counters_due = now - loop.counters_at >= jittered(every, spread=0.1)
     patch = changes(current, new, counters_due)
     if not patch:
-        return
+        if any(current.get(k) != new.get(k) for k in COUNTERS):
+            return max(1.0, loop.counters_at + every - now)
+        return None
     ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
     await asyncio.to_thread(memo.kube.patch_status, PLURAL, ns, name, patch)
     metrics.STATUS_WRITES.labels(kind="LiveStream").inc()
@@ -237,6 +269,7 @@ async def _write_status(
             raw, reason=new["phase"], message=message
         )
         logger.info("phase %s", message)
+    return None
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 from typing import Any
 
 import kopf
+import kubernetes
 import prometheus_client
 
 from . import archive, indices, livestream, recording  # noqa: F401  (registers the handlers)
@@ -32,12 +35,19 @@ def serve_metrics() -> None:
 
 
 @kopf.on.startup()
-def configure(
+async def configure(
     settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     load_config()
     memo.settings = Settings.from_env()
-    memo.kube = Kube()
+    workers = memo.settings.api_workers
+    # asyncio.to_thread's pool: every blocking API call runs there.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="api")
+    )
+    config = kubernetes.client.Configuration.get_default_copy()
+    config.connection_pool_maxsize = workers  # one kept-alive connection per thread
+    memo.kube = Kube(kubernetes.client.ApiClient(config))
     memo.tokens = Tokens(memo.kube)  # control tokens, in memory
     memo.streams = {}  # each LiveStream's control loop, by (namespace, name)
     memo.fingerprints = {}  # each child's last seen spec, labels and owners, by uid

@@ -181,9 +181,8 @@ def reconcile(
         for manifest in manifests:  # one failure does not hold back the other children
             try:
                 written = kube.apply(manifest)
-                if seen is not None and written is not None:
-                    data = kube.core.api_client.sanitize_for_serialization(written)
-                    seen[data["metadata"]["uid"]] = child_fingerprint(data)
+                if seen is not None and written:
+                    seen[written["metadata"]["uid"]] = child_fingerprint(written)
             except ApiException as exc:
                 reason, message = api_error(exc)
                 kind = manifest["kind"]

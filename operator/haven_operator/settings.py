@@ -35,6 +35,10 @@ class Settings:
     pod_address: str = "service"
     cluster_domain: str = "cluster.local"
     metrics_port: int = 9090  # 0 turns the metrics server off
+    # Threads for the blocking API calls (reconciles, status writes). Each reconcile waits on
+    # the API server for most of its time, so many at once, not the CPU, set the pace when
+    # many LiveStreams arrive together (asyncio's default is cores + 4).
+    api_workers: int = 24
     # The chart's recording.upload: object storage for LiveStreams without spec.storage.upload.
     default_upload: dict | None = None
 
@@ -66,5 +70,6 @@ class Settings:
             pod_address=get("POD_ADDRESS", d.pod_address),
             cluster_domain=get("CLUSTER_DOMAIN", d.cluster_domain),
             metrics_port=int(get("METRICS_PORT", str(d.metrics_port))),
+            api_workers=max(1, int(get("API_WORKERS", str(d.api_workers)))),
             default_upload=get_json("DEFAULT_UPLOAD", None) or None,
         )

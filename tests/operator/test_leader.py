@@ -151,14 +151,14 @@ def test_the_standby_takes_over_when_the_leader_dies(operator, kubectl, namespac
     wait_for(lambda: one_leader(kubectl), timeout=TAKEOVER, interval=1)
 
 
-def events_by_reason(kubectl, namespace: str) -> dict[tuple[str, str], int]:
-    """(LiveStream, reason) -> how many Events were posted about it."""
+def events_by_reason(kubectl, namespace: str) -> dict[tuple[str, str, str], int]:
+    """(LiveStream, reason, message) -> how many Events said it."""
     out = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-    counts: dict[tuple[str, str], int] = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for event in json.loads(out)["items"]:
         obj = event["involvedObject"]
         if obj.get("kind") == "LiveStream":
-            key = (obj["name"], event["reason"])
+            key = (obj["name"], event["reason"], event.get("message", ""))
             counts[key] = counts.get(key, 0) + max(1, event.get("count") or 1)
     return counts
 

@@ -57,3 +57,14 @@ def test_a_deleted_lease_is_made_again_by_the_leader_at_once_by_a_standby_only_l
     # Made again by the leader: the standby's clock starts over on the new record.
     back = observe(gone, Record(ME, "t1", 15), now=102)
     assert decide(OTHER, back, now=116, default_duration=15) is Action.WAIT
+
+
+def test_a_candidate_that_just_started_leaves_an_expired_lease_to_the_older_standby():
+    # The standby saw the holder's last renewal late (at 102); a replica that started at 101
+    # (the crashed leader's container, restarted) first saw the same record then.
+    standby = observe(observe(None, Record(OTHER, "t0", 15), 90), Record(OTHER, "t1", 15), 102)
+    restarted = observe(None, Record(OTHER, "t1", 15), 101)
+    assert restarted.initial and not standby.initial
+    assert decide(ME, standby, now=117, default_duration=15, margin=3) is Action.ACQUIRE
+    assert decide(ME, restarted, now=117, default_duration=15, margin=3) is Action.WAIT
+    assert decide(ME, restarted, now=119, default_duration=15, margin=3) is Action.ACQUIRE
