@@ -48,7 +48,9 @@ def service_ip(network: NodeNetwork) -> str:
     return f"10.{96 + network.index}.0.80"
 
 
-def args() -> list[str]:
+def args(cluster_ip: str) -> list[str]:
+    """Traefik's static configuration; `cluster_ip` (its Service's) goes into each Ingress's
+    status (a ClusterIP Service has no load balancer status for publishedService to copy)."""
     out = [
         f"--entryPoints.web.address=:{HTTP_PORT}",
         f"--entryPoints.websecure.address=:{HTTPS_PORT}",
@@ -56,10 +58,11 @@ def args() -> list[str]:
         f"--entryPoints.traefik.address=:{PING_PORT}",
         "--ping=true",
         "--providers.kubernetesingress=true",
-        f"--providers.kubernetesingress.ingressendpoint.publishedservice={NAMESPACE}/{NAME}",
+        f"--providers.kubernetesingress.ingressendpoint.ip={cluster_ip}",
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
         "--log.level=INFO",
+        "--log.noColor=true",
     ]
     for entry_point in ("web", "websecure"):
         for key, value in ENTRY_POINT_TIMEOUTS.items():
@@ -76,7 +79,7 @@ def manifests(image: str, cluster_ip: str) -> list[dict]:
         "name": NAME,
         "image": image,
         "imagePullPolicy": "Never",
-        "args": args(),
+        "args": args(cluster_ip),
         "ports": [
             {"name": "web", "containerPort": HTTP_PORT},
             {"name": "websecure", "containerPort": HTTPS_PORT},

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 CHART = Path(__file__).resolve().parents[2] / "charts" / "haven-streams"
 RELEASE, NAMESPACE = "haven", "haven-system"
 GATEWAY_SERVICE, GATEWAY_SECRET = "haven-gateway", f"{RELEASE}-gateway-token"
+GATEWAY_INGRESS_HOST = "player.haven.test"  # the gateway's Ingress (class traefik, ingress.py)
 
 
 def image_values(ref: str) -> dict[str, str]:
@@ -53,6 +54,7 @@ def values(
             "replicas": 2,
             "auth": {"enabled": True},
             "startTimeoutSeconds": 60,
+            "ingress": {"enabled": True, "host": GATEWAY_INGRESS_HOST, "className": "traefik"},
         },
     }
 

@@ -49,9 +49,10 @@ def test_annotations_reach_the_ingress():
 
 
 def test_traefik_holds_upgraded_connections_and_lists_its_timeouts():
-    args = ingress.args()
+    args = ingress.args("10.96.0.80")
     assert "--entryPoints.web.transport.respondingTimeouts.writeTimeout=0s" in args
     assert "--entryPoints.websecure.transport.respondingTimeouts.idleTimeout=180s" in args
     assert "--serversTransport.forwardingTimeouts.responseHeaderTimeout=0s" in args
+    assert "--providers.kubernetesingress.ingressendpoint.ip=10.96.0.80" in args
     kinds = [m["kind"] for m in ingress.manifests("img", "10.96.0.80")]
     assert "IngressClass" in kinds and kinds[-1] == "Service"
