@@ -47,7 +47,7 @@ from .downloads import (
     pod_base_url,
     presigned,
 )
-from .proxy import Relay
+from .proxy import Relay, ViewerTokenUnavailable, viewer_token
 from .sessions import (
     FINAL,
     MINT,
@@ -320,7 +320,12 @@ def create_app(settings: Settings, store: Store) -> FastAPI:
             )
             return
         convert = PlayerAudio(mint_id).convert if audio == "player" else None
-        relay = Relay(websocket, endpoint, settings.proxy_queue, convert)
+        try:  # a stream with viewer auth: its pod needs the token from the LiveStream's Secret
+            token = await call(viewer_token, store.core, store.namespace, stream)
+        except ViewerTokenUnavailable as exc:
+            await finish("error", WS_ERROR, str(exc))
+            return
+        relay = Relay(websocket, endpoint, settings.proxy_queue, convert, token)
         try:
             ended = await relay.run()
         except (OSError, InvalidHandshake, InvalidURI) as exc:

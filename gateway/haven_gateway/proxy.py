@@ -5,18 +5,26 @@ that reads too slowly loses its own oldest messages, never anyone else's, and th
 read never waits for it. Every message the client gets is JSON text: video and status messages
 pass unchanged, audio is converted for the player unless the client asked for the pod's own
 (see audio.py), and a `ping` (bare, or `{"type": "ping"}`) is answered `{"type": "pong"}`.
+
+Viewer auth: a LiveStream with `spec.viewer.auth.secretRef` serves its `/stream` only with that
+Secret's token (`?token=`). The gateway reads it (`get` on the Secret, as the chart's Role
+allows) for each client and passes it upstream; the token is never logged nor shown to the
+client, and a Secret it cannot read is a refusal that names the Secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import websockets
+from kubernetes.client import ApiException, CoreV1Api
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .audio import AUDIO_PREFIX
@@ -34,6 +42,43 @@ class Ended:
     reason: str = ""
 
 
+class ViewerTokenUnavailable(Exception):
+    """The LiveStream needs a viewer token that the gateway cannot read; says why."""
+
+
+def viewer_token(core: CoreV1Api, namespace: str, stream: dict) -> str | None:
+    """The viewer token a LiveStream's stream pod asks for (None: viewing is open), read from
+    the Secret `spec.viewer.auth.secretRef` names (blocking: call it in a thread)."""
+    auth = (stream.get("spec", {}).get("viewer") or {}).get("auth")
+    if not auth:
+        return None
+    ref = auth["secretRef"]
+    name, key = ref["name"], ref.get("key", "token")
+    try:
+        secret = core.read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status == 403:
+            why = "the gateway may not read it (gateway.websocket.viewerAuth in the chart)"
+        elif exc.status == 404:
+            why = "it does not exist"
+        else:
+            why = f"{exc.status} {exc.reason}"
+        raise ViewerTokenUnavailable(
+            f"this stream needs the viewer token in Secret {name}, and {why}"
+        ) from None
+    value = (secret.data or {}).get(key)
+    if not value:
+        raise ViewerTokenUnavailable(f"Secret {name} has no key {key!r} for the viewer token")
+    return base64.b64decode(value).decode()
+
+
+def with_token(url: str, token: str | None) -> str:
+    """`url` with `token` as its `token` query parameter (if any)."""
+    if token is None:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}token={quote(token, safe='')}"
+
+
 class Relay:
     def __init__(
         self,
@@ -41,8 +86,10 @@ class Relay:
         upstream_url: str,
         queue_size: int,
         convert_audio: Callable[[str], str] | None = None,
+        token: str | None = None,
     ) -> None:
-        self.client, self.upstream_url = client, upstream_url
+        """`token`: the stream pod's viewer token, sent upstream (see viewer_token)."""
+        self.client, self.upstream_url, self.token = client, upstream_url, token
         self.queue: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self.send_lock = asyncio.Lock()  # frames and pongs share the client's socket
         self.convert_audio = convert_audio
@@ -60,7 +107,12 @@ class Relay:
             await self.client.send_text(message)
 
     async def run(self) -> Ended:
-        async with websockets.connect(self.upstream_url, max_size=None) as upstream:
+        url = with_token(self.upstream_url, self.token)
+        try:
+            connection = await websockets.connect(url, max_size=None)
+        except websockets.InvalidURI:  # its message would carry the URL, and so the token
+            raise websockets.InvalidURI(self.upstream_url, "not a WebSocket URL") from None
+        async with connection as upstream:
             reader = asyncio.create_task(self._read_upstream(upstream))
             tasks = [reader, asyncio.create_task(self._write_client())]
             client = asyncio.create_task(self._read_client())
