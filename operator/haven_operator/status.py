@@ -161,6 +161,8 @@ def livestream_status(
             "fps": video.get("fps", 0),
         }
         status["lastFrameTime"] = _epoch_to_iso(pod_status.get("lastFrameTime"))
+        # What the publisher does not publish ("video", "audio"): [] when both are there.
+        status["missing"] = list(pod_status.get("missing") or [])
     return status
 
 
