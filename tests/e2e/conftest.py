@@ -19,7 +19,7 @@ import kubernetes
 import pytest
 
 from . import infra
-from .kube import Target, wait_gone
+from .kube import GROUP, VERSION, Target, wait_gone
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "haven-streams"
 CRDS = ("livestreams.streams.haven.dev", "recordings.streams.haven.dev")
@@ -129,14 +129,18 @@ def create_namespace(api, name: str, labels: dict[str, str]) -> None:
     )
 
 
-def delete_namespaces(api, names: list[str]) -> None:
+def delete_namespaces(api, names: list[str], wait: bool = True) -> None:
+    """Delete them and, with `wait`, wait until they are gone (the test namespaces are left
+    to go together, and waited for in the session's teardown)."""
     core = kubernetes.client.CoreV1Api(api)
     for name in names:
         try:
             core.delete_namespace(name)
         except kubernetes.client.ApiException as e:
-            if e.status != 404:
+            if e.status not in (404, 409):  # gone, or going already
                 raise
+    if not wait:
+        return
 
     def present() -> list[str]:
         return sorted({n.metadata.name for n in core.list_namespace().items} & set(names))
@@ -223,29 +227,70 @@ def stack(
 
 
 def _teardown(target: Target, api, labels, namespace, release, crds_before) -> None:
+    """Every step runs even if one before failed; the first failure is raised at the end."""
     core = kubernetes.client.CoreV1Api(api)
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    errors: list[BaseException] = []
+
+    def step(fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as e:
+            errors.append(e)
+
     # Test namespaces first, while the operator runs to finalize their LiveStreams.
     tests = [
         n.metadata.name
         for n in core.list_namespace(label_selector=selector).items
         if n.metadata.name != namespace
     ]
-    delete_namespaces(api, tests)
+    step(_delete_test_namespaces, api, tests)
     if release:
-        out = target.helm(
-            "uninstall", release, "--namespace", namespace, "--wait", "--timeout=300s",
-            check=False,
-        )  # fmt: skip
-        if out.returncode != 0 and "not found" not in out.stderr:
-            raise AssertionError(f"helm uninstall {release} failed:\n{out.stderr}")
-    delete_namespaces(api, [namespace])
+        step(_uninstall, target, api, release, namespace)
+    step(delete_namespaces, api, [namespace])
     made = _crds_present(api) - crds_before
     ext = kubernetes.client.ApiextensionsV1Api(api)
     for crd in made:
-        ext.delete_custom_resource_definition(crd)
-    wait_gone("the run's CRDs deleted", lambda: sorted(_crds_present(api) - crds_before))
-    check_clean(api, labels, release or "")
+        step(ext.delete_custom_resource_definition, crd)
+    step(wait_gone, "the run's CRDs deleted", lambda: sorted(_crds_present(api) - crds_before))
+    step(check_clean, api, labels, release or "")
+    if errors:
+        raise errors[0]
+
+
+def _delete_test_namespaces(api, names: list[str]) -> None:
+    """Delete them; if the operator cannot finalize what is in them (it failed), drop the
+    finalizers by hand (as README says to) so that the run still cleans up, and say so."""
+    try:
+        delete_namespaces(api, names)
+        return
+    except AssertionError as stuck:
+        objects = kubernetes.client.CustomObjectsApi(api)
+        for ns in names:
+            for plural in ("recordings", "livestreams"):
+                listed = objects.list_namespaced_custom_object(GROUP, VERSION, ns, plural)
+                for item in listed["items"]:
+                    objects.patch_namespaced_custom_object(
+                        GROUP, VERSION, ns, plural, item["metadata"]["name"],
+                        {"metadata": {"finalizers": None}},
+                    )  # fmt: skip
+        delete_namespaces(api, names)
+        raise AssertionError(f"finalizers had to be removed by hand: {stuck}") from stuck
+
+
+def _uninstall(target: Target, api, release: str, namespace: str) -> None:
+    out = target.helm(
+        "uninstall", release, "--namespace", namespace, "--wait", "--timeout=300s", check=False
+    )
+    if out.returncode != 0 and "not found" not in out.stderr:
+        raise AssertionError(f"helm uninstall {release} failed:\n{out.stderr}")
+    # A hook that failed keeps its cluster RBAC (deleted only on success): delete it too.
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api)
+    instance = f"app.kubernetes.io/instance={release}"
+    for binding in rbac.list_cluster_role_binding(label_selector=instance).items:
+        rbac.delete_cluster_role_binding(binding.metadata.name)
+    for role in rbac.list_cluster_role(label_selector=instance).items:
+        rbac.delete_cluster_role(role.metadata.name)
 
 
 def check_clean(api, labels: dict[str, str], release: str) -> None:
@@ -290,4 +335,4 @@ def namespace(api, stack: Stack, labels: dict, run_id: str) -> Iterator[str]:
     name = f"haven-e2e-{run_id}-{uuid.uuid4().hex[:4]}"
     create_namespace(api, name, labels)
     yield name
-    delete_namespaces(api, [name])
+    delete_namespaces(api, [name], wait=False)

@@ -71,7 +71,7 @@ def cam(api, target: Target, stack: Stack, labels: dict, run_id: str) -> Iterato
     target.apply(namespace, credentials(stack), livestream("cam", source, stack))
     wait_live(api, namespace, "cam")
     yield namespace, "cam"
-    delete_namespaces(api, [namespace])
+    delete_namespaces(api, [namespace], wait=False)  # waited for with the others at the end
 
 
 def frame_counter(message: str | bytes) -> int | None:

@@ -10,7 +10,7 @@ import pytest
 from haven_localcluster.images import ensure_images
 
 USERS = {"pause": "65535:65535", "coredns": "65532:65532", "recorder": "10001:10001",
-         "operator": "10001:10001"}  # fmt: skip
+         "operator": "10001:10001", "livekit": "65532:65532", "testkit": "10001:10001"}  # fmt: skip
 
 
 def image_config(archive) -> dict:
@@ -32,5 +32,8 @@ def test_a_second_build_finds_every_image_in_the_cache(images):
 def test_the_image_runs_as_a_non_root_user(images, name):
     config = image_config(images[name].archive)
     assert config["User"] == USERS[name]
-    if name in ("recorder", "operator"):
+    if name in ("recorder", "operator", "testkit"):
         assert "PATH=/opt/venv/bin:" in " ".join(config["Env"])
+    if name == "testkit":  # the publisher and the stand-in, by `python -m <module>`
+        assert config["Entrypoint"] == ["python", "-m"]
+        assert "PYTHONPATH=/opt/haven-testkit" in config["Env"]
