@@ -210,23 +210,53 @@ def _unknown_size() -> tuple[int, int] | None:
 Size = Callable[[], tuple[int, int] | None]
 
 
+# WebRTC's encoder crops a picture to its alignment (641x359 arrives as 640x356, a half-size
+# 320x179 as 320x176): a picture this many pixels short of the announced shape has that shape.
+ALIGN_PIXELS = 8
+
+
+def announced_shape(size: tuple[int, int], announced: tuple[int, int]) -> bool:
+    """Whether an upright picture of `size` is the announced picture (not turned) scaled by
+    some factor and cropped by at most ALIGN_PIXELS per side."""
+    (w, h), (aw, ah) = size, announced
+    if min(w, h, aw, ah) <= 0:
+        return False
+    return max(w / aw, h / ah) <= min((w + ALIGN_PIXELS) / aw, (h + ALIGN_PIXELS) / ah)
+
+
+def track_shape(size: tuple[int, int], announced: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The announced size turned as a picture of `size` is, if that picture has its shape."""
+    if announced is None:
+        return None
+    for turned in (announced, announced[::-1]):
+        if announced_shape(size, turned) or same_shape(size, turned):
+            return turned
+    return None
+
+
 def opening_size(
     frame: VideoFrame, announced: tuple[int, int] | None, max_width: int | None
 ) -> tuple[int, int] | None:
     """The size to scale a part's first picture to, if not its own: the publication's
     announced size (turned as the picture is, to at most `max_width`) when the picture has its
     shape and is smaller. A picture as large or larger, or of another shape, plans the part."""
-    if announced is None:
-        return None
     width, height = frame.upright_size
-    for w, h in (announced, announced[::-1]):
-        if same_shape((w, h), (width, height)):
-            planned = output_size(w, h, max_width)
-            own = output_size(width, height, max_width)
-            if (w <= width and h <= height) or planned == own:
-                return None
-            return planned
-    return None
+    if (shape := track_shape((width, height), announced)) is None:
+        return None
+    w, h = shape
+    planned, own = output_size(w, h, max_width), output_size(width, height, max_width)
+    if (w <= width and h <= height) or planned == own:
+        return None
+    return planned
+
+
+def same_track_shape(
+    a: tuple[int, int] | None, b: tuple[int, int], announced: tuple[int, int] | None
+) -> bool:
+    """Whether two pictures are both of the publication's shape (as WebRTC crops it): not a
+    shape change, though their aspect ratios differ by its alignment (a small layer's more)."""
+    shape = track_shape(b, announced)
+    return a is not None and shape is not None and announced_shape(a, shape)
 
 
 class Recording:
@@ -538,7 +568,12 @@ class Recording:
                         continue
                 if isinstance(frame, AudioFrame):
                     self._channels = frame.channels
-                if why := self._writer.split_reason(frame):
+                why = self._writer.split_reason(frame)
+                if why == "ShapeChanged" and same_track_shape(
+                    self._writer.source_size, frame.upright_size, self.size_hint()
+                ):
+                    why = None  # the same track's picture, cropped to another alignment
+                if why:
                     await self._roll(why)
                 size = None
                 if isinstance(frame, VideoFrame) and not self._writer.is_open:
