@@ -66,6 +66,7 @@ def _finite_or_text(value: object) -> object:
 
 
 MAX_RESUME_UPLOADS = 100
+MAX_UPLOADED_FILES = 1000  # the newest, if a recording has more (its parts number after them)
 
 
 class OpenUpload(BaseModel):
@@ -123,7 +124,7 @@ class RecordingRequest(BaseModel):
     )
     uploadedFiles: list[UploadedFile] = Field(
         [],
-        max_length=MAX_RESUME_UPLOADS,
+        max_length=MAX_UPLOADED_FILES,
         description="files a lost pod had already uploaded (status.files, uploaded): a new "
         "recording lists them as they are, and numbers its own parts after them; ignored if "
         "it exists",

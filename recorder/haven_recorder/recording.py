@@ -67,6 +67,7 @@ log = logging.getLogger("haven.recording")
 NAME_MAX = 100  # leaves room for "-partNNN.webm" and the state file beside it
 NAME_RE = re.compile(rf"^[a-z0-9]([-a-z0-9.]{{0,{NAME_MAX - 2}}}[a-z0-9])?$")
 STATE_FILE = "recording.json"
+_PART_NUMBER = re.compile(r"-part([0-9]+)(?:-([0-9]+))?\.")  # ...-part003.mp4, -part001-003.mp4
 # Room kept beside the state file while a recording runs and given up for its final state, so
 # that state (say, DiskFull) reaches even a full volume and a restarted pod does not resume it.
 RESERVE_FILE, RESERVE_BYTES = ".reserve", 256 * 1024
@@ -443,10 +444,11 @@ class Recording:
             await asyncio.shield(self._task)
 
     def _new_part(self) -> PartWriter:
-        number = len(self.progress.parts) + 1
+        listed = {p.path for p in self.progress.parts}  # another pod's too, in the bucket
+        numbers = [int(n) for path in listed for m in _PART_NUMBER.findall(path) for n in m if n]
+        number = max([len(self.progress.parts), *numbers]) + 1  # after every part listed
         ext = resolve(self.spec.format, self.spec.container).extension
         relative = f"{self.spec.name}/{self.spec.name}-part{number:03d}.{ext}"
-        listed = {p.path for p in self.progress.parts}  # another pod's, completed from the bucket
         while (self.root / relative).exists() or relative in listed:  # never overwrite a part
             number += 1
             relative = f"{self.spec.name}/{self.spec.name}-part{number:03d}.{ext}"
