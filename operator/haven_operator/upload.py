@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 from typing import Any
 
 from haven_recorder.s3 import MAX_PRESIGN_SECONDS, Credentials, presign_get
@@ -24,10 +25,31 @@ PRESIGN = f"{GROUP}/presign"  # Recording annotation: a validity (1h, 30m, 3600s
 DEFAULT_PRESIGN_SECONDS = 3600
 S3_DEFAULTS = {"region": "us-east-1", "prefix": "", "forcePathStyle": False}
 REF_DEFAULTS = {"accessKeyIDKey": "accessKeyID", "secretAccessKeyKey": "secretAccessKey"}
+# The stream pod's chunk size unless `chunkSize` says otherwise (haven_recorder.upload), and
+# the bounds the CRD and the chart check: S3's smallest part, and what the pod holds in memory
+# (two chunks at once).
+POD_CHUNK_BYTES = 8 << 20
+MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 5 << 20, 256 << 20
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|k|M|G)?$")
+_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
 
 
 class CredentialsError(Exception):
     """The credentials Secret is missing, unreadable, or lacks a key (the message says which)."""
+
+
+def chunk_bytes(quantity: str | None) -> int:
+    """`chunkSize` ('8Mi', '16M', '10485760') in bytes; unset: the pod's own default. The CRD
+    and the chart's schema check it; a value out of bounds raises ValueError all the same."""
+    if not quantity:
+        return POD_CHUNK_BYTES
+    match = _QUANTITY.match(str(quantity).strip())
+    if not match:
+        raise ValueError(f"chunkSize {quantity!r} is not a quantity such as 8Mi")
+    size = int(match.group(1)) * _UNITS[match.group(2)]
+    if not MIN_CHUNK_BYTES <= size <= MAX_CHUNK_BYTES:
+        raise ValueError(f"chunkSize {quantity!r} is not between 5Mi and 256Mi")
+    return size
 
 
 def effective(livestream: dict, default: dict | None) -> dict | None:
@@ -37,7 +59,11 @@ def effective(livestream: dict, default: dict | None) -> dict | None:
         return None
     s3 = {**S3_DEFAULTS, **upload["s3"]}
     s3["credentialsSecretRef"] = {**REF_DEFAULTS, **(s3.get("credentialsSecretRef") or {})}
-    return {"s3": s3, "deleteLocalAfterUpload": bool(upload.get("deleteLocalAfterUpload"))}
+    return {
+        "s3": s3,
+        "deleteLocalAfterUpload": bool(upload.get("deleteLocalAfterUpload")),
+        "chunkBytes": chunk_bytes(upload.get("chunkSize")),
+    }
 
 
 def pod_env(cfg: dict) -> list[dict[str, Any]]:
@@ -57,6 +83,8 @@ def pod_env(cfg: dict) -> list[dict[str, Any]]:
     ]
     if s3.get("endpoint"):
         env.insert(1, {"name": "HAVEN_S3_ENDPOINT", "value": s3["endpoint"]})
+    if cfg["chunkBytes"] != POD_CHUNK_BYTES:  # unset at the pod's own: no template change
+        env.append({"name": "HAVEN_UPLOAD_CHUNK_BYTES", "value": str(cfg["chunkBytes"])})
     return env
 
 
@@ -117,8 +145,9 @@ def object_storage_status(cfg: dict, pod_upload: dict | None) -> dict[str, Any]:
         "forcePathStyle": s3["forcePathStyle"],
         "credentialsSecretRef": s3["credentialsSecretRef"],
     }
-    if s3.get("endpoint"):
-        out["endpoint"] = s3["endpoint"]
+    for field in ("endpoint", "publicEndpoint"):
+        if s3.get(field):
+            out[field] = s3[field]
     return out
 
 
@@ -141,7 +170,11 @@ def presign_files(
     files = [f for f in status.get("files") or [] if f.get("uploaded") and f.get("url")]
     if not files:
         raise ValueError("no file of this recording is uploaded yet (see condition Uploaded)")
-    endpoint = storage.get("endpoint") or f"https://s3.{storage['region']}.amazonaws.com"
+    endpoint = (
+        storage.get("publicEndpoint")  # where the URLs' users reach the server
+        or storage.get("endpoint")  # where the pods reach it
+        or f"https://s3.{storage['region']}.amazonaws.com"
+    )
     signed = []
     for f in files:
         bucket, key = split_url(f["url"])

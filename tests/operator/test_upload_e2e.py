@@ -45,18 +45,20 @@ def keys_secret(name: str, key_id: str, key: str) -> dict:
     }
 
 
-def upload_spec(s3_server, bucket: str, secret: str) -> dict:
-    return {
-        "upload": {
-            "s3": {
-                "endpoint": s3_server.cluster_endpoint,
-                "bucket": bucket,
-                "prefix": PREFIX,
-                "forcePathStyle": True,
-                "credentialsSecretRef": {"name": secret},
-            }
+def upload_spec(s3_server, bucket: str, secret: str, chunk_size: str = "", **s3: str) -> dict:
+    """`spec.storage.upload` to the test's versitygw (pods reach it on the node network's host
+    address); `s3`: more of its s3 fields (publicEndpoint)."""
+    spec = {
+        "s3": {
+            "endpoint": s3_server.cluster_endpoint,
+            "bucket": bucket,
+            "prefix": PREFIX,
+            "forcePathStyle": True,
+            "credentialsSecretRef": {"name": secret},
+            **s3,
         }
     }
+    return {"upload": {**spec, "chunkSize": chunk_size} if chunk_size else spec}
 
 
 def record_and_stop(kubectl, namespace: str, stream: str, name: str) -> dict:
@@ -71,7 +73,8 @@ def test_a_recording_is_uploaded_byte_for_byte_and_presigned_on_request(
 ):
     bucket = s3_server.bucket("recordings-e2e")
     secret = keys_secret("s3-keys", s3_server.access_key_id, s3_server.secret_access_key)
-    storage = upload_spec(s3_server, bucket, "s3-keys")
+    # Presigned URLs are for users elsewhere: here, loopback (the pods use the node network).
+    storage = upload_spec(s3_server, bucket, "s3-keys", publicEndpoint=s3_server.endpoint)
     stream = livestream("up", livekit_server, publisher, storage=storage)
     apply(kubectl, namespace, credentials(livekit_server), secret, stream)
     wait_live(kubectl, namespace, "up")
@@ -112,6 +115,7 @@ def test_a_recording_is_uploaded_byte_for_byte_and_presigned_on_request(
         timeout=60,
     )
     first = presigned[0]
+    assert first["url"].startswith(f"{s3_server.endpoint}/{bucket}/{PREFIX}"), first["url"]
     response = httpx.get(first["url"], timeout=60)
     assert response.status_code == 200
     assert response.content == (directory / first["path"]).read_bytes()
@@ -122,6 +126,7 @@ def test_a_recording_is_uploaded_byte_for_byte_and_presigned_on_request(
     core = kubernetes.client.CoreV1Api(api_client)
     answer = downloads.presigned(core, get(kubectl, namespace, "rec", "clip"), 1, 120)
     assert answer["expires_in"] == 120 and answer["file"] == st["files"][0]["path"]
+    assert answer["url"].startswith(f"{s3_server.endpoint}/"), answer["url"]
     assert httpx.get(answer["url"], timeout=60).content == (directory / answer["file"]).read_bytes()
 
 
@@ -198,3 +203,35 @@ def test_wrong_keys_say_the_servers_words_keep_the_files_and_corrected_keys_fini
     for f in st["files"]:
         local = (directory / f["path"]).read_bytes()
         assert s3_server.object_path(bucket, PREFIX + f["path"]).read_bytes() == local
+
+
+def test_bad_upload_settings_are_rejected_at_apply(crds, kubectl, namespace):
+    def apply_upload(upload: dict, *flags: str):
+        s3 = {"bucket": "recordings", "credentialsSecretRef": {"name": "keys"}}
+        obj = livestream_object({"upload": {**upload, "s3": {**s3, **upload.get("s3", {})}}})
+        body = json.dumps(obj)
+        return kubectl("apply", *flags, "-n", namespace, "-f", "-", input=body, check=False)
+
+    for bad, words in [
+        ({"chunkSize": "4Mi"}, "between 5Mi"),  # under S3's smallest part
+        ({"chunkSize": "257Mi"}, "between 5Mi"),  # two are held in memory
+        ({"chunkSize": "eight"}, "chunkSize"),
+        ({"s3": {"publicEndpoint": "media.example.test"}}, "publicEndpoint"),
+    ]:
+        result = apply_upload(bad)
+        assert result.returncode != 0 and words in result.stderr, (bad, result.stderr)
+    for good in ({"chunkSize": "5Mi"}, {"chunkSize": "16777216"}, {"chunkSize": "256Mi"}):
+        good["s3"] = {"publicEndpoint": "https://media.example.test"}
+        result = apply_upload(good, "--dry-run=server")
+        assert result.returncode == 0, (good, result.stderr)
+
+
+def livestream_object(storage: dict) -> dict:
+    lk = {"url": "ws://lk:7880", "room": "r", "credentialsSecretRef": {"name": "x"}}
+    source = {"livekit": lk}
+    return {
+        "apiVersion": "streams.haven.dev/v1alpha1",
+        "kind": "LiveStream",
+        "metadata": {"name": "bad"},
+        "spec": {"source": source, "storage": storage},
+    }

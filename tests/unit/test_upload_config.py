@@ -82,6 +82,23 @@ def test_the_pod_gets_settings_as_env_and_keys_only_as_files():
     assert "HAVEN_S3_BUCKET" not in json.dumps(plain)
 
 
+def test_the_chunk_size_reaches_the_pod_only_when_it_is_not_the_pods_own():
+    env = {}
+    for size in (None, "8Mi", "16Mi", "5242880", "10M"):
+        storage = {"upload": {"s3": S3, **({"chunkSize": size} if size else {})}}
+        dep = deployment(livestream(storage), Settings(), "tok", "abc123")
+        container = dep["spec"]["template"]["spec"]["containers"][0]
+        env[size] = {e["name"]: e.get("value") for e in container["env"]}
+    # Unset and 8Mi (the pod's default) leave the template as it was: no pod rolls.
+    assert "HAVEN_UPLOAD_CHUNK_BYTES" not in env[None] and env["8Mi"] == env[None]
+    assert env["16Mi"]["HAVEN_UPLOAD_CHUNK_BYTES"] == str(16 << 20)
+    assert env["5242880"]["HAVEN_UPLOAD_CHUNK_BYTES"] == str(5 << 20)
+    assert env["10M"]["HAVEN_UPLOAD_CHUNK_BYTES"] == "10000000"
+    for bad in ("4Mi", "257Mi", "1Gi", "8 Mi", "8.5Mi"):
+        with pytest.raises(ValueError, match="chunkSize"):
+            upload.chunk_bytes(bad)
+
+
 def test_a_new_key_changes_the_hash_and_a_missing_secret_says_which():
     cfg = upload.effective(livestream({"upload": {"s3": S3}}), None)
     assert upload.credentials_hash(secret(), cfg) == upload.credentials_hash(secret(), cfg)
@@ -173,6 +190,13 @@ def test_presign_files_of_a_recording_and_its_validity():
     assert "X-Amz-Expires=600" in out["files"][0]["url"]
     with pytest.raises(ValueError, match="no object storage"):
         upload.presign_files({"files": status["files"]}, Credentials("a", "b"), 600, now)
+    # A public endpoint, for URLs used elsewhere than where the pods reach the server.
+    public = {**S3, "forcePathStyle": True, "publicEndpoint": "https://media.example.test"}
+    cfg = upload.effective(livestream({"upload": {"s3": public}}), None)
+    status["objectStorage"] = upload.object_storage_status(cfg, POD_INFO["upload"])
+    assert status["objectStorage"]["endpoint"] == S3["endpoint"]  # the pods' own stays
+    out = upload.presign_files(status, Credentials("AKID", "k"), 600, now)
+    assert out["files"][0]["url"].startswith("https://media.example.test/recordings/r/r.webm?")
     assert upload.presign_seconds("1h", parse_duration) == 3600
     assert upload.presign_seconds("", parse_duration) == upload.DEFAULT_PRESIGN_SECONDS
     for bad in ("0s", "200h", "soon"):
@@ -207,3 +231,25 @@ def test_the_charts_default_reaches_the_operator_and_bad_values_are_refused():
         [*base, "--set", "recording.upload.s3.bucket=x-bucket"], capture_output=True, text=True
     )
     assert refused.returncode != 0 and "credentialsSecretRef" in refused.stderr
+    # The chunk size and the public endpoint, checked by the chart's schema.
+    more = [
+        "--set", "recording.upload.chunkSize=16Mi",
+        "--set", "recording.upload.s3.publicEndpoint=https://media.example.test",
+    ]  # fmt: skip
+    out = subprocess.run([*base, *sets, *more], capture_output=True, text=True, check=True).stdout
+    env = next(
+        e["value"]
+        for d in yaml.safe_load_all(out)
+        if d and d["kind"] == "Deployment"
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "HAVEN_DEFAULT_UPLOAD"
+    )
+    default = Settings.from_env({"HAVEN_DEFAULT_UPLOAD": env}).default_upload
+    cfg = upload.effective(livestream(), default)
+    assert cfg["chunkBytes"] == 16 << 20
+    assert upload.object_storage_status(cfg, None)["publicEndpoint"] == "https://media.example.test"
+    for bad in ("chunkSize=4Mi", "chunkSize=300Mi", "chunkSize=8M", "s3.publicEndpoint=media"):
+        refused = subprocess.run(
+            [*base, *sets, "--set", f"recording.upload.{bad}"], capture_output=True, text=True
+        )
+        assert refused.returncode != 0 and bad.split("=")[0].split(".")[-1] in refused.stderr, bad
