@@ -36,6 +36,8 @@ class RecordingRequest:
     max_duration_seconds: float | None = None
     container: str | None = None  # None: the format's own
     resume_uploads: tuple[dict[str, str], ...] = ()  # {path, key, uploadId} a lost pod left open
+    uploaded_files: tuple[dict[str, Any], ...] = ()  # status.files a lost pod had uploaded
+    stopped: bool = False  # over: the pod only completes resume_uploads, records nothing
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -53,6 +55,10 @@ class RecordingRequest:
         body.update({k: v for k, v in optional.items() if v is not None})
         if self.resume_uploads:
             body["resumeUploads"] = list(self.resume_uploads)
+        if self.uploaded_files:
+            body["uploadedFiles"] = list(self.uploaded_files)
+        if self.stopped:
+            body["stopped"] = True
         return body
 
 

@@ -46,10 +46,16 @@ def parse_duration(text: str | None) -> float | None:
     return sum(float(n) * unit[u] for n, u in _DURATION.findall(text))
 
 
-def request_for(name: str, spec: dict, status: dict | None = None) -> RecordingRequest:
-    """The pod's start request; with the uploads a lost pod left open (status.objectStorage
-    .openUploads), which a pod that does not know the recording completes (others ignore)."""
-    open_uploads = ((status or {}).get("objectStorage") or {}).get("openUploads") or []
+def request_for(
+    name: str, spec: dict, status: dict | None = None, stopped: bool = False
+) -> RecordingRequest:
+    """The pod's start request, with what a lost pod left in object storage (a pod that knows
+    the recording ignores it): the uploads it left open (status.objectStorage.openUploads),
+    which a new pod completes, and the files it had uploaded (status.files, uploaded), which
+    it lists as they are and numbers its own parts after. `stopped`: the recording is over,
+    the pod only completes those uploads."""
+    status = status or {}
+    open_uploads = (status.get("objectStorage") or {}).get("openUploads") or []
     return RecordingRequest(
         name=name,
         format=spec.get("format", "av1"),
@@ -64,10 +70,23 @@ def request_for(name: str, spec: dict, status: dict | None = None) -> RecordingR
             for u in open_uploads
             if all(u.get(k) for k in ("path", "key", "uploadId"))
         ),
+        uploaded_files=tuple(
+            {k: f[k] for k in UPLOADED_FIELDS if f.get(k) is not None}
+            for f in status.get("files") or []
+            if f.get("uploaded") and f.get("url") and f.get("path")
+        )[-MAX_UPLOADED_FILES:],  # the pod's bound; it numbers its parts after these
+        stopped=stopped,
     )
 
 
+def open_uploads(status: dict) -> bool:
+    """Status lists uploads a pod left open (which a pod that lost them can complete)."""
+    return bool((status.get("objectStorage") or {}).get("openUploads"))
+
+
 FILE_FIELDS = ("path", "sizeBytes", "durationSeconds", "startedAt", "endedAt", "url", "uploaded")
+UPLOADED_FIELDS = ("path", "url", "sizeBytes", "durationSeconds", "startedAt", "endedAt")
+MAX_UPLOADED_FILES = 1000  # haven_recorder.app.MAX_UPLOADED_FILES
 # Uploaded=False reasons after which nothing more will happen: the daemon lets go.
 UPLOAD_GIVEN_UP = ("LiveStreamGone", "RecordingGone")
 
@@ -257,6 +276,8 @@ class Reconciler:
         try:
             if spec.get("stopped"):
                 info = await client.stop_recording(pod_name)
+                if info is None:  # its node was lost (with its volume) before the stop
+                    info = await self.hand_back(client, pod_name, status)
             else:
                 info = await client.start_recording(request_for(pod_name, spec, status))
         except PodUnreachable as exc:
@@ -302,6 +323,23 @@ class Reconciler:
             new["objectStorage"]["openUploads"] = (info.get("upload") or {}).get("openUploads", [])
         return [cond]
 
+    async def hand_back(self, client: StreamPodClient, name: str, status: dict) -> dict | None:
+        """A recording the pod does not know, and over: if status lists uploads a lost pod left
+        open, hand them (and the files it had uploaded) to this pod to complete, as a stopped
+        recording. Its state, or None when there is nothing to complete or the pod refuses
+        (said in the log; a refused token is raised, to be read again)."""
+        if not open_uploads(status):
+            return None
+        try:
+            return await client.start_recording(
+                request_for(name, self.body["spec"], status, stopped=True)
+            )
+        except PodRejected as exc:
+            if exc.status in (401, 403):
+                raise
+            self.logger.warning("the stream pod cannot complete the open uploads: %s", exc)
+            return None
+
     async def follow_upload(self, ls: dict | None, ls_name: str) -> bool:
         """After Completed or Failed, the pod may still be uploading: look until it is done
         or cannot go on. Returns True when there is nothing more to wait for."""
@@ -319,8 +357,12 @@ class Reconciler:
         )
         if client is None:
             return False
+        status = {**self.body.get("status", {}), **self.written}
+        name = pod_recording_name(self.body)
         try:
-            info = await client.recording(pod_recording_name(self.body))
+            info = await client.recording(name)
+            if info is None:  # its node was lost (with its volume) after it ended
+                info = await self.hand_back(client, name, status)
         except PodUnreachable as exc:
             self.logger.info("stream pod unreachable: %s", exc)
             return False
