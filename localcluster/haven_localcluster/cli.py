@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from . import images as images_mod
-from . import release, toolchain
+from . import ingress, release, toolchain
 from .cluster import LocalCluster
 from .livekit import LiveKitServer
 from .network import NodeNetwork
@@ -35,6 +35,7 @@ from .s3server import S3Server
 
 STATE_FILE = "state.json"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DEMO_HOST = "demo.haven.test"  # the demo LiveStream's Ingress host (Traefik)
 
 
 def default_state_dir() -> Path:
@@ -199,7 +200,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             cluster, release.values(cluster.images, pumpfun.url, lk.cluster_url, status_interval=2)
         )
         print(f"operator installed by Helm (release {release.RELEASE} in {release.NAMESPACE})")
-        _show_demo(args.state_dir, cluster, lk, stream, done)
+        ingress_ip = ingress.start(cluster)
+        print(f"Ingress controller Traefik (IngressClass {ingress.CLASS}) at {ingress_ip}:80/443")
+        _show_demo(args.state_dir, cluster, lk, stream, done, ingress_ip)
         print("Press Ctrl-C to stop.", flush=True)
         procs = [*cluster.control_plane.procs, *cluster.node.procs, lk.proc, pub]
         while not done.is_set() and all(p.alive() for p in procs if p):
@@ -214,11 +217,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _show_demo(
-    state_dir: Path, cluster: LocalCluster, lk: LiveKitServer, stream: dict, done: threading.Event
+    state_dir: Path,
+    cluster: LocalCluster,
+    lk: LiveKitServer,
+    stream: dict,
+    done: threading.Event,
+    ingress_ip: str,
 ) -> None:
     kubectl = [str(toolchain.binary_path("kubectl")), f"--kubeconfig={cluster.kubeconfig}"]
     name = stream["metadata"]["name"]
-    run_checked([*kubectl, "apply", "-f", str(EXAMPLES / "livestream.yaml")])
+    # The example as it is, plus an Ingress for viewers through the local Traefik.
+    stream = {**stream, "spec": {**stream["spec"], "viewer": {**stream["spec"].get("viewer", {})}}}
+    stream["spec"]["viewer"]["ingress"] = {"host": DEMO_HOST, "className": ingress.CLASS}
+    run_checked([*kubectl, "apply", "-f", "-"], json.dumps(stream))
     run_checked(
         [*kubectl, "wait", f"ls/{name}", "--for=condition=Ready", "--timeout=180s"], timeout=200
     )
@@ -239,14 +250,21 @@ def _show_demo(
     pv = get("pv", get("pvc", f"{name}-recordings")["spec"]["volumeName"])
     gateway = get("svc", "-n", release.NAMESPACE, release.GATEWAY_SERVICE)
     print(_usage(state_dir, cluster, lk))
-    print(f"  viewer page:  http://{address}/   (the Service's ClusterIP; this host routes it)")
-    print(f"  WebSocket:    ws://{address}/stream")
+    viewer_url = get("ls", name).get("status", {}).get("viewerURL", f"http://{DEMO_HOST}/")
+    print(f"  viewer page:  {viewer_url}   (the Ingress, through Traefik at {ingress_ip}; this")
+    print("                host resolves nothing: give the address to the client, e.g.")
+    print(f"                chromium --host-resolver-rules='MAP *.haven.test {ingress_ip}' "
+          f"{viewer_url}")  # fmt: skip
+    print(f"                curl --resolve {DEMO_HOST}:80:{ingress_ip} {viewer_url}")
+    print(f"                or the Service directly: http://{address}/ (its ClusterIP)")
+    print(f"  WebSocket:    ws://{DEMO_HOST}/stream (Ingress), ws://{address}/stream (Service)")
     print(f"  recording:    {pv['spec']['hostPath']['path']}/{recording}/ on the node's disk")
     print(f"                (PVC {name}-recordings; stop it: kubectl patch rec {recording} "
           """--type=merge -p '{"spec":{"stopped":true}}')""")  # fmt: skip
     print(f"  player API:   http://{gateway['spec']['clusterIP']}/docs   (bearer token: kubectl "
           f"get secret -n {release.NAMESPACE} {release.GATEWAY_SECRET} "
           "-o jsonpath='{.data.token}' | base64 -d)")  # fmt: skip
+    print(f"                and through its Ingress: http://{release.GATEWAY_INGRESS_HOST}/docs")
 
 
 def cmd_images(args: argparse.Namespace) -> int:
