@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -111,7 +113,19 @@ def children_complete(core, apps, namespace: str, count: int) -> bool:
     return min(deployments, services, claims, secrets) >= count
 
 
-def scale_run(cluster: LocalCluster, client, count: int) -> dict:
+def profile(pid: int, out: Path, seconds: int) -> subprocess.Popen | None:
+    """py-spy (if on PATH) samples the operator while it works: collapsed stacks in `out`
+    (one line per stack and its sample count; flamegraph.pl or speedscope read it)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("  --profile: py-spy is not on PATH; no profile", flush=True)
+        return None
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "50",
+            "--nonblocking", "--format", "raw", "-o", str(out)]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def scale_run(cluster: LocalCluster, client, count: int, prof: Path | None = None) -> dict:
     namespace = f"bench-{count}"
     core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
@@ -120,6 +134,7 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
     before = audit_counts(cluster.control_plane.audit_log)
     cpu0 = cpu_seconds(pid)
     manifests = "\n---\n".join(json.dumps(livestream(f"s{i:04d}", True)) for i in range(count))
+    spy = profile(pid, prof.with_stem(f"{prof.stem}-{count}"), 240) if prof else None
     t0 = time.monotonic()
     kubectl(cluster, "apply", "-n", namespace, "-f", "-", input=manifests)
     applied = time.monotonic() - t0
@@ -133,6 +148,9 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
             status_at = time.monotonic() - t0
         time.sleep(1)
     cpu = cpu_seconds(pid) - cpu0
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled on Ctrl-C
+        spy.wait()
     time.sleep(10)  # settle
     after = audit_counts(cluster.control_plane.audit_log)
 
@@ -154,6 +172,7 @@ def scale_run(cluster: LocalCluster, client, count: int) -> dict:
         "apply s": round(applied, 1),
         "children s": round(children_at or float("nan"), 1),
         "status s": round(status_at or float("nan"), 1),
+        "after apply s": round((status_at or float("nan")) - applied, 1),
         "operator CPU s": round(cpu, 1),
         "peak RSS MB": round(peak_rss, 1),
         "requests/LS": round(requests / count, 1),
@@ -302,6 +321,9 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--drift-runs", type=int, default=10)
     parser.add_argument("--live-streams", type=int, default=2, help="0 skips the live figure")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy samples of the operator per scale run (.txt)"
+    )
     args = parser.parse_args()
     counts = args.count or [200, 1000]
     images = ensure_images()
@@ -333,7 +355,7 @@ def main() -> None:
                     f"({args.live_streams} streams, 2 min): {per_minute:.2f} (goal <= 2)",
                     flush=True,
                 )
-            rows = [scale_run(cluster, client, n) for n in counts]
+            rows = [scale_run(cluster, client, n, args.profile) for n in counts]
             print_table(rows)
         finally:
             cluster.stop()
