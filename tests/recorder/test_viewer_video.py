@@ -78,7 +78,7 @@ async def test_video_mode_starts_at_a_keyframe_decodes_and_stops_its_encoder(sha
     counters = decode_counters(video)
     assert len(counters) == len(video) and None not in counters, counters
     assert counters == sorted(counters) and counters[-1] - counters[0] >= 100, counters
-    # Opus: 20 ms packets at 48 kHz that decode to the publisher's tone bursts.
+    # Opus: 40 ms packets at 48 kHz that decode to the publisher's tone bursts.
     assert audio and {(rate, channels) for _t, rate, channels, _p in audio} == {(48000, 1)}
     decoder = av.CodecContext.create("opus", "r")
     decoder.sample_rate, decoder.layout = 48000, "mono"
