@@ -33,6 +33,7 @@ fi
 export KUBECONFIG=$KUBECONFIG_FILE
 
 if [ -z "${HAVEN_SKIP_BUILD:-}" ]; then
+  PYTHONPATH=localcluster python3 -m haven_localcluster.vendor  # hls.js for the viewer page
   docker build -f operator/Dockerfile -t "$OPERATOR_IMAGE" .
   docker build -f recorder/Dockerfile -t "$RECORDER_IMAGE" .
 fi
