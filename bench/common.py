@@ -54,21 +54,25 @@ class Stack:
     workdir: Path
 
     def publisher_t0(self) -> float:
-        async def read() -> float:
-            lk = api.LiveKitAPI(self.server.http_url, self.server.api_key, self.server.api_secret)
-            try:
-                listed = await lk.room.list_participants(
-                    api.ListParticipantsRequest(room=self.room)
-                )
-            finally:
-                await lk.aclose()
-            return next(
-                float(p.attributes["haven.t0"])
-                for p in listed.participants
-                if "haven.t0" in p.attributes
-            )
+        return publisher_t0(self.server, self.room)
 
-        return asyncio.run(read())
+
+def publisher_t0(server: LiveKitServer, room: str) -> float:
+    """The wall-clock time of the publisher's frame 0, which it sets as an attribute."""
+
+    async def read() -> float:
+        lk = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
+        try:
+            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        finally:
+            await lk.aclose()
+        return next(
+            float(p.attributes["haven.t0"])
+            for p in listed.participants
+            if "haven.t0" in p.attributes
+        )
+
+    return asyncio.run(read())
 
 
 @contextmanager

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 import websockets
-from common import cpu_seconds, print_table
-from livekit import api
+from common import cpu_seconds, print_table, publisher_t0
 
 from haven_localcluster import ingress, toolchain
 from haven_localcluster import testsignal as ts
@@ -53,22 +52,6 @@ def container_pid(cluster: LocalCluster, image_part: str) -> int:
         if task in ids and state == "RUNNING":
             return int(pid)
     raise RuntimeError(f"no running container of {image_part}")
-
-
-def publisher_t0(server: LiveKitServer) -> float:
-    async def read() -> float:
-        lk = api.LiveKitAPI(server.http_url, server.api_key, server.api_secret)
-        try:
-            listed = await lk.room.list_participants(api.ListParticipantsRequest(room=ROOM))
-        finally:
-            await lk.aclose()
-        return next(
-            float(p.attributes["haven.t0"])
-            for p in listed.participants
-            if "haven.t0" in p.attributes
-        )
-
-    return asyncio.run(read())
 
 
 async def viewer(
@@ -161,7 +144,7 @@ def main() -> None:
                     break
                 except (OSError, websockets.InvalidStatus):
                     time.sleep(1)
-            t0 = publisher_t0(lk)
+            t0 = publisher_t0(lk, ROOM)
             pids = {
                 "traefik": container_pid(cluster, "haven/traefik"),
                 "pod": container_pid(cluster, "haven/recorder"),
