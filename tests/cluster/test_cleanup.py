@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -86,9 +87,18 @@ def _check_the_running_demo(demo: subprocess.Popen, tmp_path: Path) -> None:
     assert "Live" in ls_line, text
     rec_line = next(line for line in output if line.startswith("recording.streams.haven.dev/"))
     assert "Recording" in rec_line, text
-    page = next(line for line in output if "viewer page:" in line).split()[2]
-    with urllib.request.urlopen(page, timeout=10) as resp:
-        assert resp.status == 200 and b"<canvas" in resp.read()
+    # The viewer page through the Ingress (its host resolved to Traefik by hand, as the demo
+    # tells a user to), and from the Service directly.
+    page = urllib.parse.urlsplit(next(line for line in output if "viewer page:" in line).split()[2])
+    traefik = next(line for line in output if line.startswith("Ingress controller Traefik"))
+    traefik_ip = traefik.split(" at ")[1].split(":")[0]
+    through_ingress = urllib.request.Request(
+        page._replace(netloc=traefik_ip).geturl(), headers={"Host": page.netloc}
+    )
+    service = next(line for line in output if "or the Service directly:" in line).split()[4]
+    for request in (through_ingress, service):
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200 and b"<canvas" in resp.read(), request
     netns = next(line for line in output if "node network:" in line).split()[2]
     socket = tmp_path / "node" / "containerd" / "containerd.sock"
     pod_netns = {c.netns for c in containers(socket) if c.netns}
