@@ -6,6 +6,7 @@ import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from haven_localcluster.process import stop
 from haven_localcluster.publisher import spawn_publisher
 from haven_localcluster.streampod import StreamPod, livekit_args
 
-__all__ = ["StreamPod", "decode_video_message", "livekit_args"]
+__all__ = ["StreamPod", "decode_video_message", "live_pod", "livekit_args"]
 
 
 @pytest.fixture
@@ -37,21 +38,28 @@ def stream_pod(tmp_path: Path) -> Iterator[Callable[..., StreamPod]]:
         pod.stop()
 
 
-@pytest.fixture(scope="module")
-def shared_pod(livekit_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamPod]:
-    """One publisher and one live stream pod with default flags, for the tests that only
-    record or watch (each stops what it starts)."""
-    room = f"shared-{uuid.uuid4().hex[:8]}"
-    root = tmp_path_factory.mktemp("shared-pod")
-    server = livekit_server
+@contextmanager
+def live_pod(server, root: Path, *pod_args: str) -> Iterator[StreamPod]:
+    """A publisher in a room of its own and a stream pod (default flags plus `pod_args`)
+    following it, live; both stopped afterwards."""
+    room = f"{root.name}-{uuid.uuid4().hex[:8]}"
     publisher = spawn_publisher(server.url, server.api_key, server.api_secret, room, root)
-    pod = StreamPod(livekit_args(server, room), root / "recordings", root / "pod").start()
+    args = [*livekit_args(server, room), *pod_args]
+    pod = StreamPod(args, root / "recordings", root / "pod").start()
     try:
         pod.wait_state("live")
         yield pod
     finally:
         pod.stop()
         stop([publisher])
+
+
+@pytest.fixture(scope="module")
+def shared_pod(livekit_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamPod]:
+    """One publisher and one live stream pod with default flags, for the tests that only
+    record or watch (each stops what it starts)."""
+    with live_pod(livekit_server, tmp_path_factory.mktemp("shared")) as pod:
+        yield pod
 
 
 def decode_video_message(message: str | bytes) -> tuple[int | None, int, int]:

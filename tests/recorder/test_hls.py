@@ -17,13 +17,11 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from haven_localcluster import testsignal as ts
-from haven_localcluster.process import stop
-from haven_localcluster.publisher import spawn_publisher
 from haven_operator.children import deployment
 from haven_operator.settings import Settings
 from haven_recorder.hls import LIST_SIZE
 
-from .conftest import StreamPod, livekit_args
+from .conftest import StreamPod, live_pod
 from .test_viewer_page import ARGS, CHROMIUM, canvas_counter
 
 
@@ -57,18 +55,10 @@ def wait_playlist(pod: StreamPod, segments: int, timeout: float = 60) -> str:
 
 @pytest.fixture(scope="module")
 def hls_pod(livekit_server, tmp_path_factory):
-    root = tmp_path_factory.mktemp("hls-pod")
-    server, room = livekit_server, "hls-room"
-    publisher = spawn_publisher(server.url, server.api_key, server.api_secret, room, root)
-    args = [*livekit_args(server, room), "--hls", "true", "--hls-dir", str(root / "hls")]
-    pod = StreamPod(args, root / "recordings", root / "pod").start()
-    pod.hls_dir = root / "hls"
-    try:
-        pod.wait_state("live")
+    root = tmp_path_factory.mktemp("hls")
+    with live_pod(livekit_server, root, "--hls", "true", "--hls-dir", str(root / "hls")) as pod:
+        pod.hls_dir = root / "hls"
         yield pod
-    finally:
-        pod.stop()
-        stop([publisher])
 
 
 def test_ffmpeg_plays_10_s_of_the_live_playlist(hls_pod):
