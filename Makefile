@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml constraints.txt
 vendor: $(STAMP)
 	$(BIN)/python -m haven_localcluster.vendor
 
+# Traefik (the ingress tests' and the demo's controller) builds beside the cluster's binaries at
+# low priority: it takes the CPU those builds leave idle (module downloads, single-threaded links).
 toolchain: $(STAMP)
-	$(BIN)/haven-localcluster build
+	@nice -n 19 $(BIN)/haven-localcluster build traefik & bg=$$!; \
+	$(BIN)/haven-localcluster build; rc=$$?; \
+	wait $$bg && exit $$rc
 
 images: toolchain
 	$(BIN)/haven-localcluster images

@@ -179,24 +179,29 @@ def _go_build(tools: list[Tool], outdir: Path) -> None:
 
 
 def ensure(names: Iterable[str] = DEFAULT_TOOLS) -> dict[str, Path]:
-    """Return the path of each named binary, building those missing from the cache."""
+    """Return the path of each named binary, building those missing from the cache.
+
+    One lock per build module: two runs on one machine build a binary once, and builds of
+    different modules (say, `make toolchain` and Traefik beside it) can run at once."""
     names = list(names)
     bindir = cache_dir() / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
-    with open(bindir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two runs on one machine build once
-        missing = [TOOLS[n] for n in names if not binary_path(n).exists()]
-        if missing:
+    groups: dict[tuple[str, str], list[Tool]] = {}
+    for name in names:
+        tool = TOOLS[name]
+        groups.setdefault((tool.module, tool.ldflags), []).append(tool)
+    for (module, _), group in groups.items():
+        with open(bindir / f".lock-{module}", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            missing = [t for t in group if not binary_path(t.name).exists()]
+            if not missing:
+                continue
             if shutil.which("go") is None:
                 raise RuntimeError("the `go` command is needed to build " + ", ".join(names))
             _log("building " + ", ".join(f"{t.name} {t.version}" for t in missing))
-        groups: dict[tuple[str, str], list[Tool]] = {}
-        for tool in missing:
-            groups.setdefault((tool.module, tool.ldflags), []).append(tool)
-        for group in groups.values():
             with tempfile.TemporaryDirectory(dir=bindir) as tmp:
-                _go_build(group, Path(tmp))
-                for tool in group:
+                _go_build(missing, Path(tmp))
+                for tool in missing:
                     built = Path(tmp) / Path(tool.package).name
                     os.replace(built, binary_path(tool.name))
     return {n: binary_path(n) for n in names}
