@@ -8,7 +8,7 @@ import sys
 
 import uvicorn
 
-from . import logs
+from . import logs, statuswait
 from .app import create_app
 from .config import parse
 from .wsprotocol import FrameWritingProtocol
@@ -66,8 +66,14 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run(sockets=[viewer_socket, control_socket])
+    _Server(config).run(sockets=[viewer_socket, control_socket])
     return 0
+
+
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig, frame) -> None:
+        statuswait.stop_waiting()  # long polls answer now, not after the graceful timeout
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,16 @@ from typing import Any, Protocol
 MAX_WAIT = 60.0  # seconds one request may wait
 MAX_WAITERS = 8  # requests waiting at once (the operator needs one)
 CHECK = 1.0  # seconds between looks while waiting
+_stopping = False  # the process is shutting down: waiters answer now
+
+
+def stop_waiting() -> None:
+    """Called on SIGTERM: every long poll answers within `CHECK` seconds, so the server's
+    graceful shutdown (which waits for open requests) is not held by the operator's poll."""
+    global _stopping
+    _stopping = True
+
+
 DIGESTED = (
     "state",
     "reason",
@@ -66,7 +76,7 @@ class StatusWaiter:
         it changes or `wait` seconds have passed."""
         current = self.now()
         wait = min(max(wait, 0.0), MAX_WAIT)
-        if since is None or since != current["version"] or not wait:
+        if since is None or since != current["version"] or not wait or _stopping:
             return current
         if self.waiting >= MAX_WAITERS:
             return current
@@ -78,7 +88,7 @@ class StatusWaiter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.get(), timeout=min(CHECK, left))
                 current = self.now()
-                if current["version"] != since:
+                if current["version"] != since or _stopping:
                     break
             return current
         finally:
