@@ -49,6 +49,7 @@ def test_valid_objects_get_their_defaults(crds, kubectl, namespace):
         "maxWidth": 1280,
         "jpegQuality": 75,
         "audio": True,
+        "hls": False,
     }
     assert a["storage"] == {"size": "10Gi", "reclaimPolicy": "Retain"} and a["suspend"] is False
     b = json.loads(kubectl("get", "-n", namespace, "livestream", "b", "-o", "json").stdout)["spec"]
